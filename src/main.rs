@@ -1,1 +1,27 @@
-fn main() {}
+//! Wiring only: parse flags, start logging, run the subcommand, map its result to the exit code.
+#![forbid(unsafe_code)]
+
+use clap::Parser;
+use dts_operator::cli::{Cli, Command};
+use dts_operator::telemetry::{self, LogFormat};
+
+fn main() {
+    let cli = Cli::parse();
+    dts_operator::install_crypto_provider();
+    let code = match cli.command {
+        Command::Reset(args) => {
+            telemetry::init(LogFormat::Text, "warn");
+            // One call at a time: a single-threaded runtime keeps the cold start small.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            runtime.block_on(dts_operator::reset::execute(
+                args,
+                &mut std::io::stdout().lock(),
+                &mut std::io::stderr().lock(),
+            ))
+        }
+    };
+    std::process::exit(code);
+}

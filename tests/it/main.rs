@@ -1,1 +1,2 @@
+mod signer_vectors;
 mod support;

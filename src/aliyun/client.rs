@@ -1,0 +1,266 @@
+//! The HTTP side of DTS calls: one reqwest client (rustls, extra CA bundle, connect and per-attempt
+//! timeouts, no redirects, no transport retries) that sends one signed attempt and reports what
+//! happened as an [`AttemptOutcome`].
+//!
+//! This module and the RRSA provider are the only places that talk to Alibaba Cloud. The
+//! [`ResetApi`] trait puts the call behind a seam so the reconcile logic can be unit-tested with
+//! a fake; integration tests use the real client against the local simulator.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+use super::credentials::Credentials;
+use super::dts::{ResetDtsJobParams, parse_answer};
+use super::endpoint::Endpoint;
+use super::error::{AttemptOutcome, TransportFailure, retry_hint_from_headers};
+use super::signer::{SignatureVersion, SignedRequest, SigningContext, sign};
+
+/// The official SDK's connect timeout.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The official SDK's read timeout, used as the whole-attempt timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Larger bodies are cut here: an answer is a few hundred bytes.
+const MAX_BODY: usize = 1 << 20;
+
+/// Errors building the client.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The CA bundle could not be read.
+    #[error("cannot read CA bundle {path}: {source}")]
+    CaBundleRead {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The CA bundle holds no usable certificate.
+    #[error("CA bundle {path} holds no PEM certificate: {reason}")]
+    CaBundleInvalid {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// reqwest refused the configuration.
+    #[error("cannot build the HTTP client: {0}")]
+    Build(String),
+}
+
+/// Transport settings.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Connect timeout (a connect failure is safe to retry).
+    pub connect_timeout: Duration,
+    /// Whole-attempt timeout (expiry after sending means the outcome is unknown).
+    pub timeout: Duration,
+    /// Extra trusted CA certificates (PEM), for private gateways.
+    pub ca_bundle: Option<PathBuf>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            timeout: DEFAULT_TIMEOUT,
+            ca_bundle: None,
+        }
+    }
+}
+
+/// A reqwest client configured for Alibaba Cloud APIs. Also used for STS.
+pub fn build_http_client(options: &ClientOptions) -> Result<reqwest::Client, ClientError> {
+    crate::install_crypto_provider();
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(options.connect_timeout)
+        // A redirect would re-send a destructive call somewhere else; transport-level retries
+        // would re-send it at all. Both are decisions for the classification, not the transport.
+        .redirect(reqwest::redirect::Policy::none())
+        .retry(reqwest::retry::never())
+        .user_agent(concat!("dts-operator/", env!("CARGO_PKG_VERSION")))
+        .pool_idle_timeout(Duration::from_secs(30));
+    if let Some(path) = &options.ca_bundle {
+        builder = builder.tls_certs_merge(read_ca_bundle(path)?);
+    }
+    builder
+        .build()
+        .map_err(|e| ClientError::Build(error_chain(&e)))
+}
+
+fn read_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, ClientError> {
+    let pem = std::fs::read(path).map_err(|source| ClientError::CaBundleRead {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let certs =
+        reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ClientError::CaBundleInvalid {
+            path: path.to_path_buf(),
+            reason: error_chain(&e),
+        })?;
+    if certs.is_empty() {
+        return Err(ClientError::CaBundleInvalid {
+            path: path.to_path_buf(),
+            reason: "no certificate found".to_string(),
+        });
+    }
+    Ok(certs)
+}
+
+/// An error and its sources on one line. Call it on `without_url()` errors where a URL could
+/// carry a token.
+pub fn error_chain(e: &reqwest::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// Everything needed to make one `ResetDtsJob` attempt.
+#[derive(Clone, Debug)]
+pub struct ResetCall {
+    /// Where to send it.
+    pub endpoint: Endpoint,
+    /// The call parameters.
+    pub params: ResetDtsJobParams,
+    /// Credentials for this attempt.
+    pub credentials: Credentials,
+    /// V1 or V3.
+    pub signature_version: SignatureVersion,
+    /// Fresh time and nonce for this attempt.
+    pub context: SigningContext,
+}
+
+impl ResetCall {
+    /// The signed request this call sends.
+    pub fn signed(&self) -> SignedRequest {
+        sign(
+            self.signature_version,
+            &self.params.to_rpc(),
+            &self.credentials,
+            &self.endpoint,
+            &self.context,
+        )
+    }
+}
+
+/// The seam between decisions and the network: one attempt of `ResetDtsJob`.
+pub trait ResetApi: Send + Sync {
+    /// Sends one attempt and reports what happened. Never retries.
+    fn reset_dts_job<'a>(&'a self, call: &'a ResetCall) -> BoxFuture<'a, AttemptOutcome>;
+}
+
+/// The real client.
+#[derive(Clone, Debug)]
+pub struct DtsClient {
+    http: reqwest::Client,
+    timeout: Duration,
+}
+
+impl DtsClient {
+    /// A client with its own reqwest client.
+    pub fn new(options: &ClientOptions) -> Result<DtsClient, ClientError> {
+        Ok(DtsClient {
+            http: build_http_client(options)?,
+            timeout: options.timeout,
+        })
+    }
+
+    /// A client sharing an existing reqwest client.
+    pub fn with_http(http: reqwest::Client, timeout: Duration) -> DtsClient {
+        DtsClient { http, timeout }
+    }
+
+    /// The underlying reqwest client (shared with STS).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Sends a signed request once and classifies the transport result.
+    pub async fn send(&self, req: &SignedRequest) -> AttemptOutcome {
+        let mut builder = self
+            .http
+            .post(&req.url)
+            .timeout(self.timeout)
+            .body(req.body.clone());
+        for (name, value) in &req.headers {
+            // hyper derives `host` from the URL exactly as signed (non-default port included).
+            if name != "host" {
+                builder = builder.header(name, value);
+            }
+        }
+        let response = match builder.send().await {
+            Ok(r) => r,
+            Err(e) => return AttemptOutcome::Transport(transport_failure(e)),
+        };
+        let status = response.status().as_u16();
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let retry_after = retry_hint_from_headers(&header);
+        let content_type = header("content-type");
+        let body = match read_body(response).await {
+            Ok(b) => b,
+            // The status arrived but the answer did not: the call may have executed.
+            Err(e) => {
+                return AttemptOutcome::Transport(TransportFailure::MaybeSent(format!(
+                    "HTTP {status} but the body was lost: {e}"
+                )));
+            }
+        };
+        match parse_answer(status, content_type.as_deref(), &body) {
+            Ok(answer) => AttemptOutcome::Answered {
+                http_status: status,
+                answer,
+                retry_after,
+            },
+            Err(error) => AttemptOutcome::Unparseable { error, retry_after },
+        }
+    }
+}
+
+async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| error_chain(&e.without_url()))?
+    {
+        let room = MAX_BODY.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= MAX_BODY {
+            break;
+        }
+    }
+    Ok(body)
+}
+
+/// Connect errors (DNS, refused, TLS handshake, connect timeout) happen before the request is
+/// written; everything else may happen after. The URL is dropped from the message: a V1 URL
+/// carries the security token.
+fn transport_failure(e: reqwest::Error) -> TransportFailure {
+    let not_sent = e.is_connect() || e.is_builder();
+    let text = error_chain(&e.without_url());
+    if not_sent {
+        TransportFailure::NotSent(text)
+    } else {
+        TransportFailure::MaybeSent(text)
+    }
+}
+
+impl ResetApi for DtsClient {
+    fn reset_dts_job<'a>(&'a self, call: &'a ResetCall) -> BoxFuture<'a, AttemptOutcome> {
+        Box::pin(async move { self.send(&call.signed()).await })
+    }
+}

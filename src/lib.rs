@@ -1,0 +1,23 @@
+//! dts-operator: resets Alibaba Cloud DTS jobs from Kubernetes, at most once per request.
+//!
+//! Layout: [`aliyun`] (signer, credentials, endpoints, the DTS call and its classification),
+//! [`retry`] (the backoff policy and the retry decision), [`cli`] (flags), [`reset`] (the
+//! `dts-operator reset` command), [`telemetry`] (logging).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod aliyun;
+pub mod cli;
+pub mod reset;
+pub mod retry;
+pub mod telemetry;
+
+/// Installs rustls' `ring` provider as the process default, once. kube and reqwest both use
+/// rustls; with a single provider installed explicitly neither has to guess.
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Err means another provider was installed first: that one is used, which is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}

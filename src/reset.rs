@@ -1,0 +1,318 @@
+//! `dts-operator reset`: one ResetDtsJob from the command line, with the operator's client,
+//! credentials chain and retry policy. One JSON object on one line on stdout, progress on stderr,
+//! exit codes 0 (succeeded), 1 (failed), 2 (usage/configuration, nothing sent), 3 (unknown).
+
+use std::io::Write;
+
+use serde::Serialize;
+
+use crate::aliyun::client::{ClientOptions, DtsClient, ResetApi, ResetCall, build_http_client};
+use crate::aliyun::credentials::{Credentials, CredentialsProvider};
+use crate::aliyun::dts::{ResetDtsJobParams, validate_job_id};
+use crate::aliyun::endpoint::{Endpoint, dts_endpoint_for_region};
+use crate::aliyun::error::AttemptOutcome;
+use crate::aliyun::signer::{SignatureVersion, SigningContext};
+use crate::cli::ResetArgs;
+use crate::retry::{Backoff, Final, NextStep, Progress, jitter_unit, run_attempts};
+
+/// Process exit codes of `reset`.
+pub mod exit {
+    /// The job was reset.
+    pub const SUCCEEDED: i32 = 0;
+    /// Terminal error, or retries exhausted.
+    pub const FAILED: i32 = 1;
+    /// Usage or configuration error; nothing was sent.
+    pub const USAGE: i32 = 2;
+    /// The call may have executed.
+    pub const UNKNOWN: i32 = 3;
+}
+
+/// The one line printed on stdout.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResetOutput {
+    /// `RequestId` of the last answer.
+    pub request_id: Option<String>,
+    /// `Success`.
+    pub success: Option<bool>,
+    /// `HttpStatusCode` (body), else the HTTP status.
+    pub http_status_code: Option<i64>,
+    /// `ErrCode` / `Code`.
+    pub err_code: Option<String>,
+    /// `ErrMessage` / `Message`, as returned.
+    pub err_message: Option<String>,
+    /// `DynamicMessage`.
+    pub dynamic_message: Option<String>,
+    /// `DynamicCode`.
+    pub dynamic_code: Option<String>,
+    /// Attempts sent.
+    pub attempts: u32,
+    /// `succeeded` | `failed` | `unknown`.
+    pub outcome: &'static str,
+}
+
+impl ResetOutput {
+    /// The output for a final result and the last attempt's outcome.
+    pub fn from_outcome(result: Final, attempts: u32, last: Option<&AttemptOutcome>) -> Self {
+        let mut out = ResetOutput {
+            attempts,
+            outcome: result.outcome_str(),
+            ..Default::default()
+        };
+        match last {
+            Some(AttemptOutcome::Answered { answer, .. }) => {
+                out.request_id = answer.request_id.clone();
+                out.success = answer.success;
+                out.http_status_code = answer.http_status_code;
+                out.err_code = answer.err_code.clone();
+                out.err_message = answer.err_message.clone();
+                out.dynamic_message = answer.dynamic_message.clone();
+                out.dynamic_code = answer.dynamic_code.clone();
+            }
+            Some(AttemptOutcome::Unparseable { error, .. }) => {
+                out.http_status_code = Some(i64::from(error.http_status));
+            }
+            Some(AttemptOutcome::Transport(_)) | None => {}
+        }
+        out
+    }
+}
+
+/// Resolves the DTS endpoint: `--endpoint` (loopback rule applies) or the SDK's region map.
+pub fn resolve_endpoint(args: &ResetArgs) -> Result<Endpoint, String> {
+    match &args.endpoint {
+        Some(e) => Endpoint::parse(e).map_err(|e| e.to_string()),
+        None => Ok(dts_endpoint_for_region(&args.region)),
+    }
+}
+
+/// The request parameters from the flags.
+pub fn params_from(args: &ResetArgs) -> ResetDtsJobParams {
+    ResetDtsJobParams {
+        dts_job_id: args.job_id.clone(),
+        dts_instance_id: args.instance_id.clone().filter(|s| !s.is_empty()),
+        synchronization_direction: args.direction.map(|d| d.as_str().to_string()),
+        region_id: Some(args.region.clone()),
+    }
+}
+
+/// Runs the command; returns the exit code. `stdout` receives exactly one line.
+pub async fn execute(args: ResetArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) -> i32 {
+    let usage = |stderr: &mut dyn Write, msg: &str| {
+        let _ = writeln!(stderr, "dts-operator reset: {msg}");
+        exit::USAGE
+    };
+    if let Err(e) = validate_job_id(&args.job_id) {
+        return usage(stderr, &format!("--job-id: {e}"));
+    }
+    if args.backoff_initial > args.backoff_max {
+        return usage(stderr, "--backoff-initial must not exceed --backoff-max");
+    }
+    let endpoint = match resolve_endpoint(&args) {
+        Ok(e) => e,
+        Err(e) => return usage(stderr, &format!("--endpoint: {e}")),
+    };
+    let options = ClientOptions {
+        timeout: args.timeout,
+        ca_bundle: args.ca_bundle.clone(),
+        ..ClientOptions::default()
+    };
+    let http = match build_http_client(&options) {
+        Ok(h) => h,
+        Err(e) => return usage(stderr, &e.to_string()),
+    };
+    let provider = match CredentialsProvider::from_env(http.clone()) {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            return usage(
+                stderr,
+                &crate::aliyun::credentials::CredentialsError::NotConfigured.to_string(),
+            );
+        }
+        Err(e) => return usage(stderr, &e.to_string()),
+    };
+    let client = DtsClient::with_http(http, args.timeout);
+    let signature_version: SignatureVersion = args.signature_version.into();
+    let params = params_from(&args);
+
+    if args.dry_run {
+        let credentials = match provider.get().await {
+            Ok(c) => c,
+            Err(e) => return usage(stderr, &e.to_string()),
+        };
+        let call = ResetCall {
+            endpoint,
+            params,
+            credentials,
+            signature_version,
+            context: SigningContext::fresh(),
+        };
+        let _ = writeln!(stdout, "{}", dry_run_json(&call));
+        let _ = writeln!(
+            stderr,
+            "dts-operator reset: dry run, nothing was sent (security token redacted)"
+        );
+        return exit::SUCCEEDED;
+    }
+
+    let template = ResetCall {
+        endpoint: endpoint.clone(),
+        params,
+        // Replaced by fresh credentials at every attempt.
+        credentials: Credentials::new("", "", None),
+        signature_version,
+        context: SigningContext::fresh(),
+    };
+    let backoff = Backoff {
+        initial: args.backoff_initial,
+        max: args.backoff_max,
+    };
+    let max_attempts = args.max_attempts;
+    let job = args.job_id.clone();
+    let mut progress = |p: Progress<'_>| match p {
+        Progress::Sending { attempt } => {
+            let _ = writeln!(
+                stderr,
+                "dts-operator reset: attempt {attempt}/{max_attempts}: ResetDtsJob DtsJobId={job} → {endpoint} ({})",
+                signature_version.as_str()
+            );
+        }
+        Progress::Attempted { outcome, step, .. } => {
+            let what = outcome.describe();
+            let line = match step {
+                NextStep::Finish(Final::Succeeded) => format!("succeeded: {what}"),
+                NextStep::Finish(Final::Failed) => format!("failed: {what}"),
+                NextStep::Finish(Final::RetriesExhausted) => {
+                    format!("failed, retries exhausted: {what}")
+                }
+                NextStep::Finish(Final::Unknown) => format!(
+                    "OUTCOME UNKNOWN, the job may have been reset: {what}. Check the job in the DTS console before running again."
+                ),
+                NextStep::RetryAfter { wait, reason } => format!(
+                    "retryable ({}): {what}; retrying in {}",
+                    reason.as_str(),
+                    humantime::format_duration(round_ms(*wait))
+                ),
+                NextStep::RefreshCredentials => {
+                    format!("{what}; reloading credentials and retrying once")
+                }
+            };
+            let _ = writeln!(stderr, "dts-operator reset: {line}");
+        }
+    };
+    let api: &dyn ResetApi = &client;
+    let result = run_attempts(
+        api,
+        &provider,
+        &template,
+        max_attempts,
+        &backoff,
+        &mut jitter_unit,
+        &mut SigningContext::fresh,
+        &mut progress,
+    )
+    .await;
+    match result {
+        Err(e) => usage(stderr, &e.to_string()),
+        Ok(run) => {
+            let out = ResetOutput::from_outcome(run.result, run.attempts, run.last.as_ref());
+            let _ = writeln!(
+                stdout,
+                "{}",
+                serde_json::to_string(&out).expect("plain data serializes")
+            );
+            match run.result {
+                Final::Succeeded => exit::SUCCEEDED,
+                Final::Failed | Final::RetriesExhausted => exit::FAILED,
+                Final::Unknown => exit::UNKNOWN,
+            }
+        }
+    }
+}
+
+fn round_ms(d: std::time::Duration) -> std::time::Duration {
+    std::time::Duration::from_millis(d.as_millis() as u64)
+}
+
+/// The signed request as one JSON line, security token redacted.
+pub fn dry_run_json(call: &ResetCall) -> String {
+    let signed = call.signed().redacted();
+    let headers: serde_json::Map<String, serde_json::Value> = signed
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    serde_json::json!({
+        "dryRun": true,
+        "method": signed.method,
+        "url": signed.url,
+        "headers": headers,
+        "body": String::from_utf8_lossy(&signed.body),
+        "signatureVersion": call.signature_version.as_str(),
+        "stringToSign": signed.string_to_sign,
+    })
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aliyun::dts::DtsAnswer;
+    use crate::aliyun::error::TransportFailure;
+
+    #[test]
+    fn output_has_every_key_and_nulls() {
+        let out = ResetOutput::from_outcome(
+            Final::Unknown,
+            1,
+            Some(&AttemptOutcome::Transport(TransportFailure::MaybeSent(
+                "timeout".into(),
+            ))),
+        );
+        let v: serde_json::Value = serde_json::to_value(&out).unwrap();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        for k in [
+            "requestId",
+            "success",
+            "httpStatusCode",
+            "errCode",
+            "errMessage",
+            "dynamicMessage",
+            "dynamicCode",
+            "attempts",
+            "outcome",
+        ] {
+            assert!(keys.contains(&k), "missing {k}");
+        }
+        assert_eq!(v["outcome"], "unknown");
+        assert!(v["requestId"].is_null());
+        assert_eq!(v["attempts"], 1);
+    }
+
+    #[test]
+    fn output_copies_the_answer() {
+        let out = ResetOutput::from_outcome(
+            Final::Failed,
+            1,
+            Some(&AttemptOutcome::Answered {
+                http_status: 400,
+                answer: DtsAnswer {
+                    request_id: Some("r".into()),
+                    http_status_code: Some(400),
+                    success: Some(false),
+                    err_code: Some("InvalidParameter".into()),
+                    err_message: Some("The Value of Input Parameter %s is not valid.".into()),
+                    dynamic_message: Some("DtsJobId".into()),
+                    dynamic_code: Some("403".into()),
+                },
+                retry_after: None,
+            }),
+        );
+        assert_eq!(
+            out.err_message.as_deref(),
+            Some("The Value of Input Parameter %s is not valid.")
+        );
+        assert_eq!(out.outcome, "failed");
+        assert_eq!(out.success, Some(false));
+    }
+}

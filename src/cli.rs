@@ -34,6 +34,11 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the controller: watch DtsJobReset resources and reset their DTS jobs, at most once
+    /// per request.
+    Run(Box<RunArgs>),
+    /// Print the DtsJobReset CustomResourceDefinition (YAML) on stdout.
+    Crd,
     /// Call DTS ResetDtsJob once from the command line, with the operator's client and retry
     /// policy. Prints one JSON object on one line on stdout; progress goes to stderr.
     ///
@@ -41,6 +46,138 @@ pub enum Command {
     /// configuration error, nothing sent; 3 outcome unknown (the job may have been reset:
     /// check it in the DTS console before re-running).
     Reset(ResetArgs),
+}
+
+/// Flags of `dts-operator run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Kubeconfig file (default: KUBECONFIG, then in-cluster configuration).
+    #[arg(long, env = "KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Watch one namespace only (default: all namespaces).
+    #[arg(long, env = "DTS_OPERATOR_NAMESPACE", value_name = "NS")]
+    pub namespace: Option<String>,
+
+    /// Region of resources that name none.
+    #[arg(
+        long,
+        env = "DTS_OPERATOR_DEFAULT_REGION",
+        default_value = "cn-hangzhou"
+    )]
+    pub default_region: String,
+
+    /// Send every DTS call to this endpoint, whatever the resources say (private gateways, test
+    /// servers). Wins over spec.endpoint. http:// only for loopback.
+    #[arg(long, env = "DTS_OPERATOR_DTS_ENDPOINT", value_name = "URL")]
+    pub dts_endpoint: Option<String>,
+
+    /// Comma list of host patterns spec.endpoint may use (`*` matches one DNS label).
+    #[arg(
+        long,
+        env = "DTS_OPERATOR_ENDPOINT_ALLOWLIST",
+        default_value = crate::aliyun::endpoint::DEFAULT_ENDPOINT_ALLOWLIST,
+        value_name = "PATTERNS"
+    )]
+    pub endpoint_allowlist: String,
+
+    /// Extra trusted CA certificates (PEM file), for private gateways.
+    #[arg(long, env = "DTS_OPERATOR_CA_BUNDLE", value_name = "FILE")]
+    pub ca_bundle: Option<PathBuf>,
+
+    /// Comma list of namespaces whose resources may use the operator's own credentials
+    /// (environment, RRSA), or `*`. Default: the operator's namespace (POD_NAMESPACE, else the
+    /// service-account namespace file), else none.
+    #[arg(
+        long,
+        env = "DTS_OPERATOR_DEFAULT_CREDENTIALS_NAMESPACES",
+        value_name = "LIST"
+    )]
+    pub default_credentials_namespaces: Option<String>,
+
+    /// ResetDtsJob calls in flight at once, across all resources.
+    #[arg(
+        long,
+        env = "DTS_OPERATOR_MAX_CONCURRENT_RESETS",
+        default_value_t = 8,
+        value_parser = clap::value_parser!(u32).range(1..=1000)
+    )]
+    pub max_concurrent_resets: u32,
+
+    /// Client-side rate limit toward DTS, calls per second (shared by all resources; 0 = none).
+    #[arg(long, env = "DTS_OPERATOR_DTS_QPS", default_value_t = 5.0)]
+    pub dts_qps: f64,
+
+    /// Burst of the client-side rate limit.
+    #[arg(
+        long,
+        env = "DTS_OPERATOR_DTS_BURST",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u32).range(1..=10000)
+    )]
+    pub dts_burst: u32,
+
+    /// Timeout of each DTS call (expiry after sending = outcome Unknown).
+    #[arg(long, env = "DTS_OPERATOR_DTS_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub dts_timeout: Duration,
+
+    /// Ceiling of the first retry's backoff (exponential, full jitter).
+    #[arg(long, env = "DTS_OPERATOR_BACKOFF_INITIAL", default_value = "1s", value_parser = parse_duration)]
+    pub backoff_initial: Duration,
+
+    /// Largest backoff ceiling (a server hint may exceed it).
+    #[arg(long, env = "DTS_OPERATOR_BACKOFF_MAX", default_value = "5m", value_parser = parse_duration)]
+    pub backoff_max: Duration,
+
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(
+        long,
+        env = "DTS_OPERATOR_METRICS_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
+    pub metrics_addr: std::net::SocketAddr,
+
+    /// Lease-based leader election, for several replicas: only the leader acts.
+    #[arg(long, env = "DTS_OPERATOR_LEADER_ELECT")]
+    pub leader_elect: bool,
+
+    /// Namespace of the Lease (default: the operator's namespace).
+    #[arg(
+        long,
+        env = "DTS_OPERATOR_LEADER_ELECTION_NAMESPACE",
+        value_name = "NS"
+    )]
+    pub leader_election_namespace: Option<String>,
+
+    /// Name of the Lease.
+    #[arg(
+        long,
+        env = "DTS_OPERATOR_LEADER_ELECTION_LEASE_NAME",
+        default_value = "dts-operator"
+    )]
+    pub leader_election_lease_name: String,
+
+    /// How long the lease is valid without renewal; a standby takes over within about this long.
+    #[arg(
+        long,
+        env = "DTS_OPERATOR_LEADER_ELECTION_LEASE_DURATION",
+        default_value = "15s",
+        value_parser = parse_duration
+    )]
+    pub leader_election_lease_duration: Duration,
+
+    /// On SIGTERM: stop claiming, let in-flight calls finish and be recorded within this bound.
+    #[arg(long, env = "DTS_OPERATOR_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Log format.
+    #[arg(
+        long,
+        env = "DTS_OPERATOR_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: crate::telemetry::LogFormat,
 }
 
 /// `--direction` values.
@@ -162,7 +299,9 @@ mod tests {
     #[test]
     fn reset_defaults_follow_the_contract() {
         let cli = Cli::try_parse_from(["dts-operator", "reset", "--job-id", "j1"]).unwrap();
-        let Command::Reset(a) = cli.command;
+        let Command::Reset(a) = cli.command else {
+            panic!("reset expected")
+        };
         assert_eq!(a.region, "cn-hangzhou");
         assert_eq!(a.signature_version, SignatureVersionArg::V3);
         assert_eq!(a.max_attempts, 7);
@@ -170,6 +309,28 @@ mod tests {
         assert_eq!(a.backoff_max, Duration::from_secs(300));
         assert_eq!(a.timeout, Duration::from_secs(10));
         assert!(!a.dry_run);
+    }
+
+    #[test]
+    fn run_defaults_follow_the_contract() {
+        let cli = Cli::try_parse_from(["dts-operator", "run"]).unwrap();
+        let Command::Run(a) = cli.command else {
+            panic!("run expected")
+        };
+        assert_eq!(a.default_region, "cn-hangzhou");
+        assert_eq!(
+            a.endpoint_allowlist,
+            "dts.aliyuncs.com,dts.*.aliyuncs.com,dts-vpc.*.aliyuncs.com"
+        );
+        assert_eq!(a.max_concurrent_resets, 8);
+        assert_eq!(a.dts_qps, 5.0);
+        assert_eq!(a.dts_burst, 10);
+        assert_eq!(a.metrics_addr.to_string(), "0.0.0.0:8080");
+        assert!(!a.leader_elect);
+        assert_eq!(a.leader_election_lease_name, "dts-operator");
+        assert_eq!(a.leader_election_lease_duration, Duration::from_secs(15));
+        assert_eq!(a.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(a.log_format, crate::telemetry::LogFormat::Text);
     }
 
     #[test]
@@ -189,7 +350,9 @@ mod tests {
             "v1",
         ])
         .unwrap();
-        let Command::Reset(a) = cli.command;
+        let Command::Reset(a) = cli.command else {
+            panic!("reset expected")
+        };
         assert_eq!(a.timeout, Duration::from_millis(500));
         assert_eq!(a.backoff_max, Duration::from_secs(30));
         assert_eq!(a.direction, Some(Direction::Reverse));

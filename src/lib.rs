@@ -1,13 +1,22 @@
 //! dts-operator: resets Alibaba Cloud DTS jobs from Kubernetes, at most once per request.
 //!
 //! Layout: [`aliyun`] (signer, credentials, endpoints, the DTS call and its classification),
-//! [`retry`] (the backoff policy and the retry decision), [`cli`] (flags), [`reset`] (the
-//! `dts-operator reset` command), [`telemetry`] (logging).
+//! [`retry`] (the backoff policy and the retry decision), [`crd`] (the resource),
+//! [`controller`] (the reconcile state machine in `controller::decide`, status in
+//! `controller::status`), [`operator`] (the `run` process), [`leader`], [`ratelimit`],
+//! [`metrics`], [`admin`], [`cli`], [`reset`] (the `reset` command), [`telemetry`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod aliyun;
 pub mod cli;
+pub mod controller;
+pub mod crd;
+pub mod leader;
+pub mod metrics;
+pub mod operator;
+pub mod ratelimit;
 pub mod reset;
 pub mod retry;
 pub mod telemetry;

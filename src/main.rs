@@ -9,6 +9,10 @@ fn main() {
     let cli = Cli::parse();
     dts_operator::install_crypto_provider();
     let code = match cli.command {
+        Command::Crd => {
+            print!("{}", dts_operator::crd::crd_yaml());
+            0
+        }
         Command::Reset(args) => {
             telemetry::init(LogFormat::Text, "warn");
             // One call at a time: a single-threaded runtime keeps the cold start small.
@@ -21,6 +25,25 @@ fn main() {
                 &mut std::io::stdout().lock(),
                 &mut std::io::stderr().lock(),
             ))
+        }
+        Command::Run(args) => {
+            telemetry::init(args.log_format, "info");
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            match runtime.block_on(dts_operator::operator::run(*args)) {
+                Ok(()) => 0,
+                Err(e @ dts_operator::operator::RunError::Config(_)) => {
+                    tracing::error!(error = %e, "cannot start");
+                    eprintln!("dts-operator run: {e}");
+                    2
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "stopped with an error");
+                    1
+                }
+            }
         }
     };
     std::process::exit(code);

@@ -1,0 +1,266 @@
+//! The reconcile state machine, as a pure function: (desired request, status, now) → next step.
+//!
+//! No I/O and no clock: the caller passes `now`. The rules, in order:
+//! 1. A claimed attempt (phase `Running`) is resolved first, whatever else changed: wait for its
+//!    answer until the claim's deadline, then report it as `Unknown` (a crash between claim and
+//!    record). This is what makes a restart, a second replica or a replayed event unable to send a
+//!    second call for one request.
+//! 2. A different request (call parameters or `dtsops.io/requested-at`) starts a new one.
+//! 3. A finished request stays finished (only the TTL may delete it).
+//! 4. Otherwise the next attempt is due at `nextAttemptTime`, unless the retries are used up.
+
+use jiff::Timestamp;
+
+use crate::crd::{DtsJobResetStatus, Phase, RequestRecord};
+
+/// What the controller should do next for one resource.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The desired request differs from the recorded one: reset status for a new request.
+    StartRequest,
+    /// An attempt is claimed (by this or another instance) and may still be answered: look again
+    /// at this time.
+    AwaitClaim(Timestamp),
+    /// A claim's deadline passed without an answer: record `Unknown`. Never retried.
+    AbandonedClaim,
+    /// Backoff: nothing may be sent before this time.
+    WaitUntil(Timestamp),
+    /// Send the next attempt (after credentials, concurrency and rate checks, and a claim).
+    Attempt,
+    /// The attempts allowed by `backoffLimit` are used up (it was lowered while retrying).
+    Exhausted,
+    /// Finished; nothing to do until a new request.
+    Idle,
+    /// Finished; delete the resource at this time (`ttlSecondsAfterFinished`).
+    DeleteAt(Timestamp),
+    /// Finished and its TTL passed: delete the resource now.
+    Delete,
+}
+
+/// The inputs of [`decide`].
+#[derive(Clone, Debug)]
+pub struct Observed<'a> {
+    /// The request the spec and annotation ask for (region already defaulted).
+    pub desired: &'a RequestRecord,
+    /// Current status.
+    pub status: &'a DtsJobResetStatus,
+    /// Attempts allowed for one request: 1 + backoffLimit.
+    pub max_attempts: u32,
+    /// `ttlSecondsAfterFinished`.
+    pub ttl_seconds: Option<i64>,
+    /// The time of the decision.
+    pub now: Timestamp,
+}
+
+/// The next step. Pure.
+pub fn decide(o: &Observed<'_>) -> Step {
+    let status = o.status;
+    if status.phase == Some(Phase::Running) {
+        return match status.claim_deadline.as_ref().map(|t| t.0) {
+            Some(deadline) if deadline > o.now => Step::AwaitClaim(deadline),
+            _ => Step::AbandonedClaim,
+        };
+    }
+    if status.request.as_ref() != Some(o.desired) {
+        return Step::StartRequest;
+    }
+    match status.phase {
+        Some(p) if p.is_finished() => match (o.ttl_seconds, status.completion_time.as_ref()) {
+            (Some(ttl), Some(done)) => {
+                let at = done
+                    .0
+                    .checked_add(jiff::SignedDuration::from_secs(ttl.max(0)))
+                    .unwrap_or(Timestamp::MAX);
+                if at <= o.now {
+                    Step::Delete
+                } else {
+                    Step::DeleteAt(at)
+                }
+            }
+            _ => Step::Idle,
+        },
+        // Pending, Retrying, or no phase yet (a request recorded but never claimed).
+        _ => {
+            let attempts = u32::try_from(status.attempts.unwrap_or(0).max(0)).unwrap_or(0);
+            if attempts >= o.max_attempts.max(1) {
+                return Step::Exhausted;
+            }
+            match status.next_attempt_time.as_ref().map(|t| t.0) {
+                Some(at) if at > o.now => Step::WaitUntil(at),
+                _ => Step::Attempt,
+            }
+        }
+    }
+}
+
+/// Whether two requests are the same request (call parameters and annotation).
+pub fn same_request(a: &RequestRecord, b: &RequestRecord) -> bool {
+    a == b
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use super::*;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn req(job: &str, at: Option<&str>) -> RequestRecord {
+        RequestRecord {
+            dts_job_id: job.into(),
+            dts_instance_id: None,
+            synchronization_direction: None,
+            region_id: "cn-hangzhou".into(),
+            requested_at: at.map(str::to_string),
+        }
+    }
+
+    const NOW: &str = "2026-01-01T00:00:10Z";
+    const PAST: &str = "2026-01-01T00:00:05Z";
+    const FUTURE: &str = "2026-01-01T00:00:20Z";
+
+    fn status(phase: Option<Phase>, request: Option<RequestRecord>) -> DtsJobResetStatus {
+        DtsJobResetStatus {
+            phase,
+            request,
+            ..Default::default()
+        }
+    }
+
+    fn run(desired: &RequestRecord, s: &DtsJobResetStatus) -> Step {
+        decide(&Observed {
+            desired,
+            status: s,
+            max_attempts: 7,
+            ttl_seconds: None,
+            now: ts(NOW),
+        })
+    }
+
+    /// Every phase × the desired request being the same or different × the claim deadline and
+    /// backoff windows.
+    #[test]
+    fn every_phase_with_same_and_changed_request() {
+        let current = req("j1", None);
+        let changed_params = req("j2", None);
+        let changed_annotation = req("j1", Some("2026-01-01T00:00:00Z"));
+        for phase in [
+            None,
+            Some(Phase::Pending),
+            Some(Phase::Running),
+            Some(Phase::Retrying),
+            Some(Phase::Succeeded),
+            Some(Phase::Failed),
+            Some(Phase::Unknown),
+        ] {
+            for desired in [&current, &changed_params, &changed_annotation] {
+                for deadline in [None, Some(PAST), Some(FUTURE)] {
+                    let mut s = status(phase, Some(current.clone()));
+                    s.claim_deadline = deadline.map(|d| Time(ts(d)));
+                    let step = run(desired, &s);
+                    let expected = match phase {
+                        Some(Phase::Running) => match deadline {
+                            Some(FUTURE) => Step::AwaitClaim(ts(FUTURE)),
+                            _ => Step::AbandonedClaim,
+                        },
+                        _ if desired != &current => Step::StartRequest,
+                        Some(p) if p.is_finished() => Step::Idle,
+                        _ => Step::Attempt,
+                    };
+                    assert_eq!(
+                        step, expected,
+                        "phase {phase:?} desired {desired:?} deadline {deadline:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn no_status_starts_a_request() {
+        assert_eq!(
+            run(&req("j", None), &DtsJobResetStatus::default()),
+            Step::StartRequest
+        );
+    }
+
+    #[test]
+    fn backoff_is_durable() {
+        let r = req("j", None);
+        for phase in [Phase::Pending, Phase::Retrying] {
+            let mut s = status(Some(phase), Some(r.clone()));
+            s.attempts = Some(2);
+            s.next_attempt_time = Some(Time(ts(FUTURE)));
+            assert_eq!(run(&r, &s), Step::WaitUntil(ts(FUTURE)));
+            s.next_attempt_time = Some(Time(ts(PAST)));
+            assert_eq!(run(&r, &s), Step::Attempt);
+            s.next_attempt_time = Some(Time(ts(NOW)));
+            assert_eq!(run(&r, &s), Step::Attempt, "due exactly now");
+        }
+    }
+
+    #[test]
+    fn lowered_backoff_limit_exhausts_without_sending() {
+        let r = req("j", None);
+        let mut s = status(Some(Phase::Retrying), Some(r.clone()));
+        s.attempts = Some(3);
+        let step = decide(&Observed {
+            desired: &r,
+            status: &s,
+            max_attempts: 2,
+            ttl_seconds: None,
+            now: ts(NOW),
+        });
+        assert_eq!(step, Step::Exhausted);
+        let step = decide(&Observed {
+            desired: &r,
+            status: &s,
+            max_attempts: 4,
+            ttl_seconds: None,
+            now: ts(NOW),
+        });
+        assert_eq!(step, Step::Attempt);
+    }
+
+    #[test]
+    fn ttl_after_finished() {
+        let r = req("j", None);
+        for phase in [Phase::Succeeded, Phase::Failed, Phase::Unknown] {
+            let mut s = status(Some(phase), Some(r.clone()));
+            s.completion_time = Some(Time(ts("2026-01-01T00:00:00Z")));
+            let at = |ttl| {
+                decide(&Observed {
+                    desired: &r,
+                    status: &s,
+                    max_attempts: 7,
+                    ttl_seconds: ttl,
+                    now: ts(NOW),
+                })
+            };
+            assert_eq!(at(None), Step::Idle);
+            assert_eq!(at(Some(60)), Step::DeleteAt(ts("2026-01-01T00:01:00Z")));
+            assert_eq!(at(Some(10)), Step::Delete);
+            assert_eq!(at(Some(0)), Step::Delete);
+        }
+        // Not finished: TTL does not apply.
+        let s = status(Some(Phase::Retrying), Some(r.clone()));
+        let step = decide(&Observed {
+            desired: &r,
+            status: &s,
+            max_attempts: 7,
+            ttl_seconds: Some(0),
+            now: ts(NOW),
+        });
+        assert_eq!(step, Step::Attempt);
+    }
+
+    #[test]
+    fn a_claim_blocks_even_a_new_request() {
+        let mut s = status(Some(Phase::Running), Some(req("j1", None)));
+        s.claim_deadline = Some(Time(ts(FUTURE)));
+        assert_eq!(run(&req("j2", None), &s), Step::AwaitClaim(ts(FUTURE)));
+    }
+}

@@ -1,0 +1,754 @@
+//! Status: pure builders for every transition (new request, waiting, claim, record, abandoned
+//! claim) with their kstatus conditions, and the one function that writes status.
+//!
+//! The write is a `replace_status` carrying the `resourceVersion` that was read, with the
+//! operator's constant field manager: a stale writer gets 409 Conflict. That optimistic
+//! concurrency is what makes a claim a claim.
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, PostParams};
+use kube::{Resource, ResourceExt};
+
+use crate::aliyun::dts::render_message;
+use crate::aliyun::error::{AttemptOutcome, RetryReason};
+use crate::crd::{
+    DtsJobReset, DtsJobResetStatus, FIELD_MANAGER, Phase, REQUESTED_AT_ANNOTATION, RequestRecord,
+    condition, reason,
+};
+use crate::retry::{Final, NextStep};
+
+const TRUE: &str = "True";
+const FALSE: &str = "False";
+
+/// Sets a condition, keeping `lastTransitionTime` when its status does not change.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let status = if status { TRUE } else { FALSE };
+    if let Some(c) = conditions.iter_mut().find(|c| c.type_ == type_) {
+        if c.status != status {
+            c.last_transition_time = Time(now);
+        }
+        c.status = status.to_string();
+        c.reason = reason.to_string();
+        c.message = message.to_string();
+        c.observed_generation = generation;
+    } else {
+        conditions.push(Condition {
+            type_: type_.to_string(),
+            status: status.to_string(),
+            reason: reason.to_string(),
+            message: message.to_string(),
+            observed_generation: generation,
+            last_transition_time: Time(now),
+        });
+    }
+}
+
+/// The three kstatus conditions at once: exactly one "state".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// Ready=True.
+    Ready,
+    /// Reconciling=True (pending, running, retrying).
+    Reconciling,
+    /// Stalled=True (a human is needed).
+    Stalled,
+    /// Reconciling=True and Stalled=True: waiting, but not by itself likely to progress.
+    Blocked,
+}
+
+/// Sets Ready, Reconciling and Stalled for `health`, all with `reason` and `message`.
+pub fn set_health(
+    status: &mut DtsJobResetStatus,
+    health: Health,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let (ready, reconciling, stalled) = match health {
+        Health::Ready => (true, false, false),
+        Health::Reconciling => (false, true, false),
+        Health::Stalled => (false, false, true),
+        Health::Blocked => (false, true, true),
+    };
+    let c = &mut status.conditions;
+    set_condition(c, condition::READY, ready, reason, message, generation, now);
+    set_condition(
+        c,
+        condition::RECONCILING,
+        reconciling,
+        reason,
+        message,
+        generation,
+        now,
+    );
+    set_condition(
+        c,
+        condition::STALLED,
+        stalled,
+        reason,
+        message,
+        generation,
+        now,
+    );
+    status.observed_generation = generation;
+}
+
+/// The desired request of a resource: its call parameters (region defaulted) and annotation.
+pub fn desired_request(obj: &DtsJobReset, default_region: &str) -> RequestRecord {
+    RequestRecord {
+        dts_job_id: obj.spec.dts_job_id.clone(),
+        dts_instance_id: obj.spec.dts_instance_id.clone().filter(|s| !s.is_empty()),
+        synchronization_direction: obj
+            .spec
+            .synchronization_direction
+            .map(|d| d.as_str().to_string()),
+        region_id: obj
+            .spec
+            .region_id
+            .clone()
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| default_region.to_string()),
+        requested_at: obj.annotations().get(REQUESTED_AT_ANNOTATION).cloned(),
+    }
+}
+
+fn clear_answer(s: &mut DtsJobResetStatus) {
+    s.request_id = None;
+    s.success = None;
+    s.http_status_code = None;
+    s.err_code = None;
+    s.err_message = None;
+    s.dynamic_message = None;
+    s.dynamic_code = None;
+}
+
+fn t(now: Timestamp) -> Option<Time> {
+    Some(Time(now))
+}
+
+/// A new request: attempts and answer cleared, phase Pending.
+pub fn start_request(
+    old: &DtsJobResetStatus,
+    desired: &RequestRecord,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> DtsJobResetStatus {
+    let mut s = old.clone();
+    clear_answer(&mut s);
+    s.phase = Some(Phase::Pending);
+    s.request = Some(desired.clone());
+    s.attempts = Some(0);
+    s.start_time = t(now);
+    s.last_attempt_time = None;
+    s.next_attempt_time = None;
+    s.completion_time = None;
+    s.claimed_by = None;
+    s.claim_deadline = None;
+    s.credentials_refreshed = None;
+    let msg = format!(
+        "New request: ResetDtsJob for job {} in {}",
+        desired.dts_job_id, desired.region_id
+    );
+    set_health(
+        &mut s,
+        Health::Reconciling,
+        reason::PENDING,
+        &msg,
+        generation,
+        now,
+    );
+    s
+}
+
+/// Waiting with nothing sent (Secret missing, concurrent request, credentials not permitted,
+/// invalid spec). `stalled` marks the ones that need a human.
+pub fn waiting(
+    old: &DtsJobResetStatus,
+    why: &str,
+    message: &str,
+    stalled: bool,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> DtsJobResetStatus {
+    let mut s = old.clone();
+    s.phase = Some(Phase::Pending);
+    let health = if stalled {
+        Health::Blocked
+    } else {
+        Health::Reconciling
+    };
+    set_health(&mut s, health, why, message, generation, now);
+    s
+}
+
+/// Only `observedGeneration` (and the conditions' copies) follow the new generation.
+pub fn observe_generation(old: &DtsJobResetStatus, generation: Option<i64>) -> DtsJobResetStatus {
+    let mut s = old.clone();
+    s.observed_generation = generation;
+    for c in &mut s.conditions {
+        c.observed_generation = generation;
+    }
+    s
+}
+
+/// The claim written (with the read `resourceVersion`) before an attempt is sent.
+pub fn claim(
+    old: &DtsJobResetStatus,
+    holder: &str,
+    deadline: Timestamp,
+    max_attempts: u32,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> DtsJobResetStatus {
+    let mut s = old.clone();
+    let attempt = s.attempts.unwrap_or(0).saturating_add(1);
+    s.phase = Some(Phase::Running);
+    s.attempts = Some(attempt);
+    s.last_attempt_time = t(now);
+    s.next_attempt_time = None;
+    s.claimed_by = Some(holder.to_string());
+    s.claim_deadline = Some(Time(deadline));
+    if s.start_time.is_none() {
+        s.start_time = t(now);
+    }
+    let job = s
+        .request
+        .as_ref()
+        .map(|r| r.dts_job_id.clone())
+        .unwrap_or_default();
+    let msg = format!("Sending ResetDtsJob for job {job} (attempt {attempt} of {max_attempts})");
+    set_health(
+        &mut s,
+        Health::Reconciling,
+        reason::RUNNING,
+        &msg,
+        generation,
+        now,
+    );
+    s
+}
+
+fn copy_answer(s: &mut DtsJobResetStatus, outcome: &AttemptOutcome) {
+    clear_answer(s);
+    match outcome {
+        AttemptOutcome::Answered { answer, .. } => {
+            s.request_id = answer.request_id.clone();
+            s.success = answer.success;
+            s.http_status_code = answer.http_status_code;
+            s.err_code = answer.err_code.clone();
+            s.err_message = answer.err_message.clone();
+            s.dynamic_message = answer.dynamic_message.clone();
+            s.dynamic_code = answer.dynamic_code.clone();
+        }
+        AttemptOutcome::Unparseable { error, .. } => {
+            s.http_status_code = Some(i64::from(error.http_status));
+        }
+        AttemptOutcome::Transport(_) => {}
+    }
+}
+
+fn finish(s: &mut DtsJobResetStatus, phase: Phase, now: Timestamp) {
+    s.phase = Some(phase);
+    s.completion_time = t(now);
+    s.next_attempt_time = None;
+    s.claimed_by = None;
+    s.claim_deadline = None;
+    s.last_handled_request = s
+        .request
+        .as_ref()
+        .and_then(|r| r.requested_at.clone())
+        .or(s.last_handled_request.take());
+}
+
+/// The human sentence telling how to re-run after an unknown outcome.
+pub fn unknown_advice(job: &str) -> String {
+    format!(
+        "Check the state of job {job} in the DTS console before doing anything; to reset it again, set the annotation {REQUESTED_AT_ANNOTATION} to a new value (for example the current time)."
+    )
+}
+
+/// Condition reason for a retry.
+pub fn retry_condition_reason(r: RetryReason) -> &'static str {
+    match r {
+        RetryReason::Throttled => reason::THROTTLED,
+        RetryReason::ServiceUnavailable | RetryReason::ConnectionFailed => {
+            reason::SERVICE_UNAVAILABLE
+        }
+    }
+}
+
+/// Records the answer of the claimed attempt and the decision taken from it.
+pub fn record(
+    claimed: &DtsJobResetStatus,
+    outcome: &AttemptOutcome,
+    step: &NextStep,
+    max_attempts: u32,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> DtsJobResetStatus {
+    let mut s = claimed.clone();
+    copy_answer(&mut s, outcome);
+    s.claimed_by = None;
+    s.claim_deadline = None;
+    let attempts = s.attempts.unwrap_or(0);
+    let job = s
+        .request
+        .as_ref()
+        .map(|r| r.dts_job_id.clone())
+        .unwrap_or_default();
+    let what = describe(outcome);
+    match step {
+        NextStep::Finish(Final::Succeeded) => {
+            finish(&mut s, Phase::Succeeded, now);
+            let rid = s.request_id.clone().unwrap_or_else(|| "-".into());
+            let msg = format!("DTS reset job {job} (RequestId {rid}, attempt {attempts})");
+            set_health(
+                &mut s,
+                Health::Ready,
+                reason::RESET_SUCCEEDED,
+                &msg,
+                generation,
+                now,
+            );
+        }
+        NextStep::Finish(Final::Failed) => {
+            finish(&mut s, Phase::Failed, now);
+            let msg = format!("DTS refused to reset job {job}: {what}");
+            set_health(
+                &mut s,
+                Health::Stalled,
+                reason::RESET_FAILED,
+                &msg,
+                generation,
+                now,
+            );
+        }
+        NextStep::Finish(Final::RetriesExhausted) => {
+            finish(&mut s, Phase::Failed, now);
+            let msg = format!(
+                "Gave up on job {job} after {attempts} attempt(s), all refused before execution; last: {what}"
+            );
+            set_health(
+                &mut s,
+                Health::Stalled,
+                reason::RETRIES_EXHAUSTED,
+                &msg,
+                generation,
+                now,
+            );
+        }
+        NextStep::Finish(Final::Unknown) => {
+            finish(&mut s, Phase::Unknown, now);
+            let msg = format!(
+                "The ResetDtsJob call for job {job} may or may not have executed ({what}). {}",
+                unknown_advice(&job)
+            );
+            set_health(
+                &mut s,
+                Health::Stalled,
+                reason::OUTCOME_UNKNOWN,
+                &msg,
+                generation,
+                now,
+            );
+        }
+        NextStep::RetryAfter { wait, reason: r } => {
+            s.phase = Some(Phase::Retrying);
+            let at = now
+                .checked_add(jiff::SignedDuration::try_from(*wait).unwrap_or_default())
+                .unwrap_or(now);
+            s.next_attempt_time = Some(Time(at));
+            let msg = format!(
+                "Refused before execution ({what}); attempt {} of {max_attempts} at {}",
+                attempts + 1,
+                at.strftime("%Y-%m-%dT%H:%M:%SZ")
+            );
+            set_health(
+                &mut s,
+                Health::Reconciling,
+                retry_condition_reason(*r),
+                &msg,
+                generation,
+                now,
+            );
+        }
+        NextStep::RefreshCredentials => {
+            s.phase = Some(Phase::Retrying);
+            s.credentials_refreshed = Some(true);
+            s.next_attempt_time = t(now);
+            let msg = format!(
+                "The security token expired ({what}); reloading credentials and retrying once"
+            );
+            set_health(
+                &mut s,
+                Health::Reconciling,
+                reason::PENDING,
+                &msg,
+                generation,
+                now,
+            );
+        }
+    }
+    s
+}
+
+/// A claim whose deadline passed with no recorded answer: `Unknown`.
+pub fn abandoned_claim(
+    old: &DtsJobResetStatus,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> DtsJobResetStatus {
+    let mut s = old.clone();
+    let job = s
+        .request
+        .as_ref()
+        .map(|r| r.dts_job_id.clone())
+        .unwrap_or_default();
+    let holder = s
+        .claimed_by
+        .clone()
+        .unwrap_or_else(|| "a controller".into());
+    let when = s
+        .last_attempt_time
+        .as_ref()
+        .map(|t| t.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| "an unknown time".into());
+    clear_answer(&mut s);
+    finish(&mut s, Phase::Unknown, now);
+    let msg = format!(
+        "Attempt {} for job {job} was claimed by {holder} at {when}, but no answer was recorded (the controller stopped while the call was in flight). {}",
+        s.attempts.unwrap_or(0),
+        unknown_advice(&job)
+    );
+    set_health(
+        &mut s,
+        Health::Stalled,
+        reason::OUTCOME_UNKNOWN,
+        &msg,
+        generation,
+        now,
+    );
+    s
+}
+
+/// `backoffLimit` was lowered below the attempts already made: Failed, nothing sent.
+pub fn exhausted(
+    old: &DtsJobResetStatus,
+    max_attempts: u32,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> DtsJobResetStatus {
+    let mut s = old.clone();
+    finish(&mut s, Phase::Failed, now);
+    let msg = format!(
+        "Gave up after {} attempt(s): backoffLimit allows {max_attempts}; last answer: {}",
+        s.attempts.unwrap_or(0),
+        s.err_code.clone().unwrap_or_else(|| "none".into())
+    );
+    set_health(
+        &mut s,
+        Health::Stalled,
+        reason::RETRIES_EXHAUSTED,
+        &msg,
+        generation,
+        now,
+    );
+    s
+}
+
+/// One line about an outcome for condition messages and events: code and message with `%s`
+/// filled in.
+pub fn describe(outcome: &AttemptOutcome) -> String {
+    match outcome {
+        AttemptOutcome::Answered {
+            http_status,
+            answer,
+            ..
+        } => {
+            let msg = answer
+                .err_message
+                .as_deref()
+                .map(|m| render_message(m, answer.dynamic_message.as_deref()));
+            match (&answer.err_code, msg) {
+                (Some(code), Some(m)) => format!("HTTP {http_status}, {code}: {m}"),
+                (Some(code), None) => format!("HTTP {http_status}, {code}"),
+                (None, Some(m)) => format!("HTTP {http_status}: {m}"),
+                (None, None) => outcome.describe(),
+            }
+        }
+        _ => outcome.describe(),
+    }
+}
+
+/// Errors of the status write.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// Another writer changed the object since it was read (409).
+    #[error("conflict: the resource changed since it was read")]
+    Conflict,
+    /// Any other API error.
+    #[error("status write failed: {0}")]
+    Api(#[source] kube::Error),
+}
+
+/// The one status write: `replace_status` with the read `resourceVersion` and the operator's
+/// field manager. Returns the object as stored (with its new `resourceVersion`).
+pub async fn write_status(
+    api: &Api<DtsJobReset>,
+    read: &DtsJobReset,
+    status: DtsJobResetStatus,
+) -> Result<DtsJobReset, WriteError> {
+    let mut obj = DtsJobReset::new(&read.name_any(), read.spec.clone());
+    obj.meta_mut().namespace = read.namespace();
+    obj.meta_mut().resource_version = read.resource_version();
+    obj.status = Some(status);
+    let params = PostParams {
+        dry_run: false,
+        field_manager: Some(FIELD_MANAGER.to_string()),
+    };
+    match api.replace_status(&read.name_any(), &params, &obj).await {
+        Ok(o) => Ok(o),
+        Err(kube::Error::Api(s)) if s.code == 409 => Err(WriteError::Conflict),
+        Err(e) => Err(WriteError::Api(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::aliyun::dts::DtsAnswer;
+    use crate::aliyun::error::TransportFailure;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn req() -> RequestRecord {
+        RequestRecord {
+            dts_job_id: "j1".into(),
+            region_id: "cn-hangzhou".into(),
+            requested_at: Some("r1".into()),
+            ..Default::default()
+        }
+    }
+
+    fn cond<'a>(s: &'a DtsJobResetStatus, t: &str) -> &'a Condition {
+        s.conditions.iter().find(|c| c.type_ == t).unwrap()
+    }
+
+    fn claimed() -> DtsJobResetStatus {
+        let s = start_request(
+            &DtsJobResetStatus::default(),
+            &req(),
+            Some(1),
+            ts("2026-01-01T00:00:00Z"),
+        );
+        claim(
+            &s,
+            "me",
+            ts("2026-01-01T00:00:30Z"),
+            7,
+            Some(1),
+            ts("2026-01-01T00:00:01Z"),
+        )
+    }
+
+    #[test]
+    fn claim_counts_the_attempt_before_sending() {
+        let c = claimed();
+        assert_eq!(c.phase, Some(Phase::Running));
+        assert_eq!(c.attempts, Some(1));
+        assert_eq!(c.claimed_by.as_deref(), Some("me"));
+        assert_eq!(cond(&c, "Reconciling").status, "True");
+        assert_eq!(cond(&c, "Reconciling").reason, "Running");
+    }
+
+    #[test]
+    fn success_record() {
+        let out = AttemptOutcome::Answered {
+            http_status: 200,
+            answer: DtsAnswer {
+                request_id: Some("rid".into()),
+                success: Some(true),
+                http_status_code: Some(200),
+                ..Default::default()
+            },
+            retry_after: None,
+        };
+        let now = ts("2026-01-01T00:00:02Z");
+        let s = record(
+            &claimed(),
+            &out,
+            &NextStep::Finish(Final::Succeeded),
+            7,
+            Some(1),
+            now,
+        );
+        assert_eq!(s.phase, Some(Phase::Succeeded));
+        assert_eq!(s.request_id.as_deref(), Some("rid"));
+        assert_eq!(s.success, Some(true));
+        assert_eq!(s.completion_time, Some(Time(now)));
+        assert_eq!(s.last_handled_request.as_deref(), Some("r1"));
+        assert_eq!(s.claimed_by, None);
+        assert_eq!(cond(&s, "Ready").status, "True");
+        assert_eq!(cond(&s, "Ready").reason, "ResetSucceeded");
+        assert_eq!(cond(&s, "Reconciling").status, "False");
+        assert_eq!(cond(&s, "Stalled").status, "False");
+        assert_eq!(s.observed_generation, Some(1));
+        assert!(
+            s.conditions
+                .iter()
+                .all(|c| c.observed_generation == Some(1))
+        );
+    }
+
+    #[test]
+    fn failure_message_fills_the_template() {
+        let out = AttemptOutcome::Answered {
+            http_status: 400,
+            answer: DtsAnswer {
+                success: Some(false),
+                err_code: Some("InvalidParameter".into()),
+                err_message: Some("The Value of Input Parameter %s is not valid.".into()),
+                dynamic_message: Some("DtsJobId".into()),
+                ..Default::default()
+            },
+            retry_after: None,
+        };
+        let s = record(
+            &claimed(),
+            &out,
+            &NextStep::Finish(Final::Failed),
+            7,
+            Some(1),
+            ts("2026-01-01T00:00:02Z"),
+        );
+        assert_eq!(s.phase, Some(Phase::Failed));
+        assert_eq!(
+            s.err_message.as_deref(),
+            Some("The Value of Input Parameter %s is not valid.")
+        );
+        let stalled = cond(&s, "Stalled");
+        assert_eq!(stalled.status, "True");
+        assert_eq!(stalled.reason, "ResetFailed");
+        assert!(
+            stalled
+                .message
+                .contains("The Value of Input Parameter DtsJobId is not valid."),
+            "{}",
+            stalled.message
+        );
+    }
+
+    #[test]
+    fn retry_record_schedules_durably() {
+        let out = AttemptOutcome::Answered {
+            http_status: 400,
+            answer: DtsAnswer {
+                err_code: Some("Throttling.User".into()),
+                ..Default::default()
+            },
+            retry_after: None,
+        };
+        let now = ts("2026-01-01T00:00:02Z");
+        let step = NextStep::RetryAfter {
+            wait: Duration::from_millis(1500),
+            reason: RetryReason::Throttled,
+        };
+        let s = record(&claimed(), &out, &step, 7, Some(1), now);
+        assert_eq!(s.phase, Some(Phase::Retrying));
+        assert_eq!(
+            s.next_attempt_time,
+            Some(Time(ts("2026-01-01T00:00:03.5Z")))
+        );
+        assert_eq!(cond(&s, "Reconciling").reason, "Throttled");
+        assert_eq!(s.completion_time, None);
+    }
+
+    #[test]
+    fn unknown_record_says_what_to_check_and_how_to_rerun() {
+        let out = AttemptOutcome::Transport(TransportFailure::MaybeSent("timed out".into()));
+        let s = record(
+            &claimed(),
+            &out,
+            &NextStep::Finish(Final::Unknown),
+            7,
+            Some(1),
+            ts("2026-01-01T00:00:12Z"),
+        );
+        assert_eq!(s.phase, Some(Phase::Unknown));
+        let c = cond(&s, "Stalled");
+        assert_eq!(c.reason, "OutcomeUnknown");
+        assert!(c.message.contains("DTS console"));
+        assert!(c.message.contains(REQUESTED_AT_ANNOTATION));
+    }
+
+    #[test]
+    fn abandoned_claim_is_unknown() {
+        let s = abandoned_claim(&claimed(), Some(2), ts("2026-01-01T00:01:00Z"));
+        assert_eq!(s.phase, Some(Phase::Unknown));
+        assert_eq!(s.attempts, Some(1), "the claimed attempt stays counted");
+        assert_eq!(cond(&s, "Stalled").reason, "OutcomeUnknown");
+        assert_eq!(s.observed_generation, Some(2));
+    }
+
+    #[test]
+    fn new_request_clears_the_last_answer() {
+        let mut old = claimed();
+        old.request_id = Some("old".into());
+        old.phase = Some(Phase::Succeeded);
+        let mut r2 = req();
+        r2.requested_at = Some("r2".into());
+        let s = start_request(&old, &r2, Some(2), ts("2026-01-01T01:00:00Z"));
+        assert_eq!(s.request_id, None);
+        assert_eq!(s.attempts, Some(0));
+        assert_eq!(s.phase, Some(Phase::Pending));
+        assert_eq!(s.request, Some(r2));
+    }
+
+    #[test]
+    fn transition_time_kept_when_status_unchanged() {
+        let mut c = Vec::new();
+        set_condition(
+            &mut c,
+            "Ready",
+            false,
+            "A",
+            "a",
+            None,
+            ts("2026-01-01T00:00:00Z"),
+        );
+        set_condition(
+            &mut c,
+            "Ready",
+            false,
+            "B",
+            "b",
+            None,
+            ts("2026-01-01T00:00:09Z"),
+        );
+        assert_eq!(c[0].last_transition_time, Time(ts("2026-01-01T00:00:00Z")));
+        set_condition(
+            &mut c,
+            "Ready",
+            true,
+            "C",
+            "c",
+            None,
+            ts("2026-01-01T00:00:10Z"),
+        );
+        assert_eq!(c[0].last_transition_time, Time(ts("2026-01-01T00:00:10Z")));
+    }
+}

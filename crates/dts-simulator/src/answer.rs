@@ -434,6 +434,19 @@ mod tests {
     }
 
     #[test]
+    fn readme_script_example_parses() {
+        let readme = include_str!("../README.md");
+        let json = readme
+            .split("```json\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("a json block in README.md");
+        let script: std::collections::BTreeMap<String, Vec<Answer>> =
+            serde_json::from_str(json).expect("README script parses");
+        assert_eq!(script["l3m1213ye7l****"].len(), 8);
+    }
+
+    #[test]
     fn xml_bodies_escape() {
         let a = gateway_error(Format::Xml, 400, "R", "h", "C", "a&b<c>", "Dts");
         assert!(a.body.contains("<Message>a&amp;b&lt;c&gt;</Message>"));

@@ -168,6 +168,18 @@ async fn read_to_end(stream: &TcpStream) -> std::io::Result<Vec<u8>> {
     }
 }
 
+/// Waits (up to 10 s) until `cond` holds.
+pub async fn eventually(cond: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Like [`send_raw`] but expects an answer, within 10 s.
 pub async fn send(addr: SocketAddr, req: &Req) -> Resp {
     tokio::time::timeout(Duration::from_secs(10), send_raw(addr, req))

@@ -783,6 +783,17 @@ fn v3_prepare(req: &ParsedRequest) -> Result<Prepared, Rejection> {
             "x-acs-accesskey-id differs from the Authorization Credential.",
         ));
     }
+    // A raw `+` in the query means a space to a form decoder and a plus to an RFC 3986 one, so
+    // the canonical query a gateway rebuilds from it depends on the gateway. The canonical
+    // encoding never contains a raw `+` (`%20` / `%2B`): refuse it rather than guess, so a client
+    // that would only work with one kind of gateway is caught here.
+    if wire.raw_query.contains('+') {
+        return Err(Rejection::new(
+            400,
+            "SignatureDoesNotMatch",
+            "The query string contains a raw '+', which is ambiguous (space or plus); send the canonical encoding (%20 for a space, %2B for a plus).",
+        ));
+    }
     let body_hash = sha256_hex(&wire.body);
     let sent_hash = wire.header("x-acs-content-sha256").unwrap_or_default();
     if sent_hash != body_hash {

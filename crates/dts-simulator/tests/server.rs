@@ -274,7 +274,25 @@ async fn gateway_refusals_in_order() {
         "SignatureDoesNotMatch"
     );
 
-    assert!(sim.executed_calls("j").is_empty());
+    // V3: a space sent as `+` in the query (form style) is refused; `%20` is fine.
+    let mut params = op("j");
+    params.insert("DtsInstanceId".into(), "a b".into());
+    let req = V3::reset(sim.addr(), params.clone()).build(&creds);
+    let mut plus = Req::new(&req.method, &req.target.replace("%20", "+"));
+    plus.headers = req.headers.clone();
+    let resp = send(sim.addr(), &plus).await;
+    assert_eq!(resp.json()["Code"], "SignatureDoesNotMatch");
+    assert!(resp.json()["Message"].as_str().unwrap().contains("raw '+'"));
+    let req = V3::reset(sim.addr(), params).build(&creds);
+    assert_eq!(send(sim.addr(), &req).await.status, 200);
+    // V1 signs decoded values: `+` for a space on the wire verifies.
+    let mut params = op("j2");
+    params.insert("DtsInstanceId".into(), "a b".into());
+    let req = V1::reset("GET", &creds, params, Place::Query).build(&creds.secret);
+    let plus = Req::new("GET", &req.target.replace("%20", "+"));
+    assert_eq!(send(sim.addr(), &plus).await.status, 200);
+
+    assert_eq!(sim.executed_calls("j").len(), 1);
 }
 
 #[tokio::test]

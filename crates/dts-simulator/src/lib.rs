@@ -1,1 +1,327 @@
-//! placeholder
+//! A local simulator of the Alibaba Cloud DTS gateway (`ResetDtsJob`, API 2020-01-01) and of
+//! STS `AssumeRoleWithOIDC`, for tests and the demo. **It is not the real service.**
+//!
+//! It verifies V1 (`HMAC-SHA1`) and V3 (`ACS3-HMAC-SHA256`) signatures the way the real gateway
+//! does — timestamp skew, nonce replay, access keys, security tokens — with an implementation that
+//! is independent of the operator's signer, then answers `ResetDtsJob` from a per-job script of
+//! [`Answer`]s and records every request as a [`RecordedCall`].
+//!
+//! Modules:
+//! - [`verify`]: pure signature algorithms and request authentication (no I/O, clock passed in).
+//! - [`answer`]: scripted answers and the exact response bodies (pure).
+//! - [`record`]: the call record tests assert on (pure data).
+//! - `server`: the gateway handler — decision order, execution of answers, logging.
+//! - `sts`: `AssumeRoleWithOIDC` — validation, issuing and registering temporary keys.
+//! - `admin`: the `/_simulator/*` HTTP endpoints for out-of-process use.
+//! - `state`: the shared mutable state. `net`: the listener with per-connection kill switch.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use dts_simulator::{Answer, Simulator};
+//! let sim = Simulator::start().await;
+//! sim.add_access_key("testid", "testsecret");
+//! sim.script("dtsjob1", [Answer::throttling(), Answer::Success]);
+//! // ... point the client at sim.url() ...
+//! assert_eq!(sim.executed_calls("dtsjob1").len(), 2);
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod answer;
+pub mod record;
+pub mod verify;
+
+mod admin;
+mod net;
+mod server;
+mod state;
+mod sts;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+pub use answer::Answer;
+pub use record::{RecordedCall, Style};
+pub use server::{DTS_ACTION, DTS_VERSION};
+pub use sts::{ACTION as STS_ACTION, VERSION as STS_VERSION};
+
+use net::{ConnInfo, SimListener};
+use state::Shared;
+use verify::KeyRecord;
+
+/// Simulator settings.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Where to listen; must be a loopback address. Default `127.0.0.1:0` (any free port).
+    pub bind: SocketAddr,
+    /// Largest accepted clock skew of a request's timestamp. Default 15 minutes, like the gateway.
+    pub max_skew: Duration,
+    /// Validity of STS credentials issued by `AssumeRoleWithOIDC`. Default `None`: the request's
+    /// `DurationSeconds` (3600 when absent).
+    pub sts_validity: Option<Duration>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            max_skew: Duration::from_secs(15 * 60),
+            sts_validity: None,
+        }
+    }
+}
+
+/// Why the simulator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The bind address is not loopback: the simulator never listens on a real network.
+    #[error("refusing to listen on {0}: the simulator only listens on loopback addresses")]
+    NotLoopback(SocketAddr),
+    /// Binding failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// A running simulator. Cheap to clone; the server stops when the last clone is dropped or on
+/// [`Simulator::shutdown`].
+#[derive(Clone)]
+pub struct Simulator {
+    inner: Arc<Handle>,
+}
+
+struct Handle {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // Graceful: idle keep-alive connections close, held requests give up.
+        self.shared.shutdown.send_replace(true);
+    }
+}
+
+impl std::fmt::Debug for Simulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Simulator")
+            .field("addr", &self.inner.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Simulator {
+    /// Starts on `127.0.0.1:0` with the default configuration (no access keys registered).
+    pub async fn start() -> Simulator {
+        Simulator::start_with(SimConfig::default()).await
+    }
+
+    /// Starts with `config`. Panics if it cannot listen (tests want a loud failure); see
+    /// [`Simulator::try_start_with`].
+    pub async fn start_with(config: SimConfig) -> Simulator {
+        match Simulator::try_start_with(config).await {
+            Ok(sim) => sim,
+            Err(e) => panic!("dts-simulator: {e}"),
+        }
+    }
+
+    /// Starts with `config`, reporting failures.
+    pub async fn try_start_with(config: SimConfig) -> Result<Simulator, StartError> {
+        if !config.bind.ip().is_loopback() {
+            return Err(StartError::NotLoopback(config.bind));
+        }
+        let listener = tokio::net::TcpListener::bind(config.bind)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.bind,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+        let shared = Arc::new(Shared::new(config.max_skew, config.sts_validity));
+        let app = admin::routes()
+            .fallback(server::gateway)
+            .with_state(shared.clone());
+        let stop = shared.clone();
+        let serve = axum::serve(
+            SimListener { inner: listener },
+            app.into_make_service_with_connect_info::<ConnInfo>(),
+        )
+        .with_graceful_shutdown(async move { stop.shutting_down().await });
+        let task = tokio::spawn(async move {
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "simulator server failed");
+            }
+        });
+        Ok(Simulator {
+            inner: Arc::new(Handle {
+                addr,
+                shared,
+                task: Mutex::new(Some(task)),
+            }),
+        })
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        &self.inner.shared
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.inner.addr)
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    /// Registers a plain AccessKey (no security token allowed).
+    pub fn add_access_key(&self, id: &str, secret: &str) {
+        self.shared().add_key(
+            id,
+            KeyRecord {
+                secret: secret.to_owned(),
+                security_token: None,
+                expires_at: None,
+            },
+        );
+    }
+
+    /// Registers an STS AccessKey that must be accompanied by `token`.
+    pub fn add_sts_key(&self, id: &str, secret: &str, token: &str) {
+        self.shared().add_key(
+            id,
+            KeyRecord {
+                secret: secret.to_owned(),
+                security_token: Some(token.to_owned()),
+                expires_at: None,
+            },
+        );
+    }
+
+    /// Later calls carrying `token` get 403 `InvalidSecurityToken.Expired`.
+    pub fn expire_token(&self, token: &str) {
+        self.shared().expire_token(token);
+    }
+
+    /// Appends answers to the queue for `dts_job_id` (consumed first in, first out by executed
+    /// calls; when empty, the default answer is used).
+    pub fn script(&self, dts_job_id: &str, answers: impl IntoIterator<Item = Answer>) {
+        self.shared().script(dts_job_id, answers);
+    }
+
+    /// Answers still queued for `dts_job_id`.
+    pub fn pending_answers(&self, dts_job_id: &str) -> usize {
+        self.shared().pending_answers(dts_job_id)
+    }
+
+    /// The answer used when a job's queue is empty (initially [`Answer::Success`]).
+    pub fn set_default_answer(&self, answer: Answer) {
+        self.shared().set_default_answer(answer);
+    }
+
+    /// Opens gate `name`: held requests proceed, and later ones pass straight through.
+    pub fn open_gate(&self, name: &str) {
+        self.shared().open_gate(name);
+    }
+
+    /// Closes gate `name` again (later requests at it are held).
+    pub fn close_gate(&self, name: &str) {
+        self.shared().close_gate(name);
+    }
+
+    /// Number of requests currently held at gate `name`.
+    pub fn gate_waiters(&self, name: &str) -> usize {
+        self.shared().gate_waiters(name)
+    }
+
+    /// Waits until at least `n` requests are held at gate `name`. No timeout: wrap it in
+    /// `tokio::time::timeout` in tests.
+    pub async fn wait_for_gate_waiters(&self, name: &str, n: usize) {
+        self.shared().wait_for_gate_waiters(name, n).await;
+    }
+
+    /// Every request received, in arrival order.
+    pub fn calls(&self) -> Vec<RecordedCall> {
+        self.shared().calls()
+    }
+
+    /// Forgets the recorded calls (the nonce memory and in-flight maxima stay).
+    pub fn clear_calls(&self) {
+        self.shared().clear_calls();
+    }
+
+    /// Executed calls (passed verification, reached ResetDtsJob) for `dts_job_id`, in order.
+    pub fn executed_calls(&self, dts_job_id: &str) -> Vec<RecordedCall> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.executed && c.dts_job_id.as_deref() == Some(dts_job_id))
+            .collect()
+    }
+
+    /// STS `AssumeRoleWithOIDC` calls, in order (accepted or not).
+    pub fn sts_calls(&self) -> Vec<RecordedCall> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.style == Style::StsOidc)
+            .collect()
+    }
+
+    /// The most executed calls ever in flight at once for (`region_id`, `dts_job_id`); a call
+    /// without `RegionId` counts under `""`.
+    pub fn max_in_flight(&self, region_id: &str, dts_job_id: &str) -> usize {
+        self.shared().max_in_flight(region_id, dts_job_id)
+    }
+
+    /// Executed calls in flight right now for (`region_id`, `dts_job_id`).
+    pub fn in_flight(&self, region_id: &str, dts_job_id: &str) -> usize {
+        self.shared().in_flight(region_id, dts_job_id)
+    }
+
+    /// Validity of credentials issued by STS from now on, overriding `DurationSeconds`.
+    pub fn set_sts_validity(&self, secs: u64) {
+        self.shared().set_sts_validity(Duration::from_secs(secs));
+    }
+
+    /// Registers a valid OIDC token; once any is registered, only registered tokens are accepted
+    /// (before that, any non-empty token is).
+    pub fn add_valid_oidc_token(&self, token: &str) {
+        self.shared().add_valid_oidc_token(token);
+    }
+
+    /// Shifts the simulator's clock (e.g. to make the client's timestamps look skewed).
+    pub fn set_clock_offset(&self, offset: jiff::SignedDuration) {
+        self.shared().set_clock_offset(offset);
+    }
+
+    /// Stops accepting, releases held requests (their connections are closed unanswered) and
+    /// waits up to 10 s for open connections to finish.
+    pub async fn shutdown(self) {
+        self.inner.shared.shutdown.send_replace(true);
+        let task = self
+            .inner
+            .task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(mut task) = task
+            && tokio::time::timeout(Duration::from_secs(10), &mut task)
+                .await
+                .is_err()
+        {
+            task.abort();
+        }
+    }
+}

@@ -1,2 +1,4 @@
 mod signer_vectors;
 mod support;
+mod client;
+mod reset_cli;

@@ -1,0 +1,287 @@
+//! `dts-operator reset` run as a process against the in-process simulator: exit codes, the one
+//! JSON line on stdout, progress on stderr, calls seen by the server, and no secret anywhere in
+//! the output even at `RUST_LOG=trace`.
+
+use std::time::Duration;
+
+use dts_simulator::{Answer, Simulator};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_dts-operator");
+const ID: &str = "LTAI5tCliTestKey";
+const SECRET: &str = "cli-secret-value-0123456789";
+const TOKEN: &str = "CAIS+cli/security=token~value*xyz";
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        let lines: Vec<&str> = self.stdout.lines().collect();
+        assert_eq!(lines.len(), 1, "exactly one line on stdout: {:?}", self.stdout);
+        serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("{e}: {}", lines[0]))
+    }
+}
+
+async fn reset(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.arg("reset").args(args);
+    cmd.env_clear();
+    cmd.env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .expect("reset finished in time")
+        .expect("reset ran");
+    Run {
+        code: out.status.code().expect("exit code"),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+fn creds() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("ALIBABA_CLOUD_ACCESS_KEY_ID", ID),
+        ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", SECRET),
+    ]
+}
+
+async fn sim() -> Simulator {
+    let s = Simulator::start().await;
+    s.add_access_key(ID, SECRET);
+    s
+}
+
+fn assert_no_secret(run: &Run, secrets: &[&str]) {
+    for s in secrets {
+        assert!(!run.stdout.contains(s), "secret in stdout: {}", run.stdout);
+        assert!(!run.stderr.contains(s), "secret in stderr");
+    }
+}
+
+#[tokio::test]
+async fn success_prints_one_json_line_and_exits_0() {
+    let sim = sim().await;
+    let url = sim.url();
+    let run = reset(
+        &["--job-id", "l3m1213ye7l****", "--endpoint", &url, "--direction", "Forward", "--instance-id", "dtsl3m1213ye7l****"],
+        &creds(),
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let v = run.json();
+    assert_eq!(v["outcome"], "succeeded");
+    assert_eq!(v["success"], true);
+    assert_eq!(v["httpStatusCode"], 200);
+    assert_eq!(v["attempts"], 1);
+    assert!(v["requestId"].is_string());
+    for k in ["errCode", "errMessage", "dynamicMessage", "dynamicCode"] {
+        assert!(v[k].is_null(), "{k}");
+    }
+    assert_eq!(sim.executed_calls("l3m1213ye7l****").len(), 1);
+    assert!(run.stderr.contains("attempt 1/7"), "{}", run.stderr);
+}
+
+#[tokio::test]
+async fn throttled_then_success_with_v1() {
+    let sim = sim().await;
+    sim.script("job-t", [Answer::throttling(), Answer::throttling(), Answer::Success]);
+    let url = sim.url();
+    let run = reset(
+        &["--job-id", "job-t", "--endpoint", &url, "--signature-version", "v1", "--backoff-initial", "10ms", "--backoff-max", "50ms"],
+        &creds(),
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.json()["attempts"], 3);
+    assert_eq!(sim.executed_calls("job-t").len(), 3);
+    assert!(run.stderr.contains("Throttling.User"), "{}", run.stderr);
+}
+
+#[tokio::test]
+async fn terminal_error_exits_1_with_the_answer() {
+    let sim = sim().await;
+    sim.script(
+        "job-4",
+        [Answer::DtsError {
+            http_status: 400,
+            err_code: "InvalidParameter".into(),
+            err_message: "The Value of Input Parameter %s is not valid.".into(),
+            dynamic_message: Some("DtsJobId".into()),
+            dynamic_code: Some("403".into()),
+        }],
+    );
+    let url = sim.url();
+    let run = reset(&["--job-id", "job-4", "--endpoint", &url], &creds()).await;
+    assert_eq!(run.code, 1);
+    let v = run.json();
+    assert_eq!(v["outcome"], "failed");
+    assert_eq!(v["errCode"], "InvalidParameter");
+    assert_eq!(v["errMessage"], "The Value of Input Parameter %s is not valid.");
+    assert_eq!(v["dynamicMessage"], "DtsJobId");
+    assert_eq!(v["dynamicCode"], "403");
+    assert_eq!(v["httpStatusCode"], 400);
+    assert_eq!(v["success"], false);
+    assert_eq!(sim.executed_calls("job-4").len(), 1);
+    assert!(run.stderr.contains("The Value of Input Parameter DtsJobId is not valid."), "{}", run.stderr);
+}
+
+#[tokio::test]
+async fn retries_exhausted_exits_1() {
+    let sim = sim().await;
+    sim.script("job-x", (0..3).map(|_| Answer::service_unavailable()));
+    let url = sim.url();
+    let run = reset(
+        &["--job-id", "job-x", "--endpoint", &url, "--max-attempts", "3", "--backoff-initial", "5ms", "--backoff-max", "10ms"],
+        &creds(),
+    )
+    .await;
+    assert_eq!(run.code, 1);
+    let v = run.json();
+    assert_eq!(v["attempts"], 3);
+    assert_eq!(v["errCode"], "ServiceUnavailable");
+    assert_eq!(sim.executed_calls("job-x").len(), 3);
+}
+
+#[tokio::test]
+async fn unknown_outcomes_exit_3_after_one_call() {
+    let sim = sim().await;
+    sim.script("job-500", [Answer::internal_error()]);
+    sim.script("job-502", [Answer::raw(502, "text/html", "<html>bad gateway</html>")]);
+    sim.script("job-hang", [Answer::hang(Duration::from_secs(5))]);
+    let url = sim.url();
+    for (job, extra) in [("job-500", None), ("job-502", None), ("job-hang", Some("300ms"))] {
+        let mut args = vec!["--job-id", job, "--endpoint", &url];
+        if let Some(t) = extra {
+            args.extend(["--timeout", t]);
+        }
+        let run = reset(&args, &creds()).await;
+        assert_eq!(run.code, 3, "{job}: {}", run.stderr);
+        assert_eq!(run.json()["outcome"], "unknown", "{job}");
+        assert!(run.stderr.contains("DTS console"), "{job}: {}", run.stderr);
+        assert_eq!(sim.executed_calls(job).len(), 1, "{job}");
+    }
+}
+
+#[tokio::test]
+async fn usage_and_configuration_errors_exit_2_and_send_nothing() {
+    let sim = sim().await;
+    let url = sim.url();
+    // No credentials.
+    let run = reset(&["--job-id", "j", "--endpoint", &url], &[]).await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stdout.is_empty());
+    assert!(run.stderr.contains("ALIBABA_CLOUD_ACCESS_KEY_ID"), "{}", run.stderr);
+    // Plain http to a remote host.
+    let run = reset(&["--job-id", "j", "--endpoint", "http://dts.aliyuncs.com"], &creds()).await;
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("http"), "{}", run.stderr);
+    // Bad flag values.
+    assert_eq!(reset(&["--job-id", "j", "--timeout", "soon"], &creds()).await.code, 2);
+    assert_eq!(reset(&["--job-id", "j", "--direction", "Sideways"], &creds()).await.code, 2);
+    assert_eq!(reset(&["--job-id", "a b", "--endpoint", &url], &creds()).await.code, 2);
+    assert_eq!(reset(&[], &creds()).await.code, 2);
+    assert_eq!(sim.calls().len(), 0);
+}
+
+#[tokio::test]
+async fn dry_run_prints_the_signed_request_and_sends_nothing() {
+    let sim = sim().await;
+    let url = sim.url();
+    let mut env = creds();
+    env.push(("ALIBABA_CLOUD_SECURITY_TOKEN", TOKEN));
+    for version in ["v1", "v3"] {
+        let run = reset(
+            &["--job-id", "job-d", "--endpoint", &url, "--dry-run", "--signature-version", version],
+            &env,
+        )
+        .await;
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let v = run.json();
+        assert_eq!(v["dryRun"], true);
+        assert_eq!(v["method"], "POST");
+        assert!(v["url"].as_str().unwrap().starts_with(&url));
+        assert!(run.stdout.contains("[redacted]"), "{version}: {}", run.stdout);
+        assert_no_secret(&run, &[SECRET, TOKEN, "CAIS%2Bcli"]);
+    }
+    assert_eq!(sim.calls().len(), 0);
+}
+
+#[tokio::test]
+async fn help_documents_every_flag() {
+    let out = tokio::process::Command::new(BIN)
+        .args(["reset", "--help"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for flag in [
+        "--job-id",
+        "--instance-id",
+        "--direction",
+        "--region",
+        "--endpoint",
+        "--signature-version",
+        "--max-attempts",
+        "--backoff-initial",
+        "--backoff-max",
+        "--timeout",
+        "--ca-bundle",
+        "--dry-run",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+}
+
+#[tokio::test]
+async fn no_secret_in_any_output_at_trace_level() {
+    let sim = sim().await;
+    sim.add_sts_key("STS.cli", SECRET, TOKEN);
+    sim.script("job-s", [Answer::throttling(), Answer::Success]);
+    sim.script("job-e", [Answer::internal_error()]);
+    let url = sim.url();
+    let env = vec![
+        ("ALIBABA_CLOUD_ACCESS_KEY_ID", "STS.cli"),
+        ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", SECRET),
+        ("ALIBABA_CLOUD_SECURITY_TOKEN", TOKEN),
+        ("RUST_LOG", "trace"),
+    ];
+    for version in ["v1", "v3"] {
+        for job in ["job-s", "job-e"] {
+            sim.script("job-s", [Answer::throttling(), Answer::Success]);
+            sim.script("job-e", [Answer::internal_error()]);
+            let run = reset(
+                &["--job-id", job, "--endpoint", &url, "--signature-version", version, "--backoff-initial", "5ms"],
+                &env,
+            )
+            .await;
+            assert!(run.code == 0 || run.code == 3, "{version} {job}: {}", run.stderr);
+            assert!(!run.stderr.is_empty(), "trace logging produced output");
+            // The token's percent-encoded form (as in a V1 URL) must not leak either.
+            assert_no_secret(&run, &[SECRET, TOKEN, "CAIS%2Bcli%2Fsecurity"]);
+        }
+    }
+    assert!(sim.calls().iter().all(|c| c.has_security_token));
+}
+
+#[tokio::test]
+async fn env_fallbacks_for_flags() {
+    let sim = sim().await;
+    let url = sim.url();
+    let mut env = creds();
+    env.push(("DTS_OPERATOR_JOB_ID", "job-env"));
+    env.push(("DTS_OPERATOR_ENDPOINT", &url));
+    env.push(("DTS_OPERATOR_REGION", "cn-beijing"));
+    let run = reset(&[], &env).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let calls = sim.executed_calls("job-env");
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].region_id.as_deref(), Some("cn-beijing"));
+}

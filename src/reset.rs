@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::aliyun::client::{ClientOptions, DtsClient, ResetApi, ResetCall, build_http_client};
 use crate::aliyun::credentials::{Credentials, CredentialsProvider};
 use crate::aliyun::dts::{ResetDtsJobParams, validate_job_id};
-use crate::aliyun::endpoint::{Endpoint, dts_endpoint_for_region};
+use crate::aliyun::endpoint::{Endpoint, Scheme, dts_endpoint_for_region};
 use crate::aliyun::error::AttemptOutcome;
 use crate::aliyun::signer::{SignatureVersion, SigningContext};
 use crate::cli::ResetArgs;
@@ -112,9 +112,13 @@ pub async fn execute(args: ResetArgs, stdout: &mut dyn Write, stderr: &mut dyn W
         Ok(e) => e,
         Err(e) => return usage(stderr, &format!("--endpoint: {e}")),
     };
+    // Plain http to a local gateway with a static key needs no trust store: skip loading it.
+    let tls = endpoint.scheme() == Scheme::Https
+        || CredentialsProvider::chain_needs_tls(&|k| std::env::var(k).ok());
     let options = ClientOptions {
         timeout: args.timeout,
         ca_bundle: args.ca_bundle.clone(),
+        tls,
         ..ClientOptions::default()
     };
     let http = match build_http_client(&options) {

@@ -57,6 +57,9 @@ pub struct ClientOptions {
     pub timeout: Duration,
     /// Extra trusted CA certificates (PEM), for private gateways.
     pub ca_bundle: Option<PathBuf>,
+    /// Whether https will be used. `false` (only plain http to loopback) skips loading the
+    /// system's trust store, which is most of a cold `reset`'s memory; https then fails to verify.
+    pub tls: bool,
 }
 
 impl Default for ClientOptions {
@@ -65,6 +68,7 @@ impl Default for ClientOptions {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             timeout: DEFAULT_TIMEOUT,
             ca_bundle: None,
+            tls: true,
         }
     }
 }
@@ -80,7 +84,9 @@ pub fn build_http_client(options: &ClientOptions) -> Result<reqwest::Client, Cli
         .retry(reqwest::retry::never())
         .user_agent(concat!("dts-operator/", env!("CARGO_PKG_VERSION")))
         .pool_idle_timeout(Duration::from_secs(30));
-    if let Some(path) = &options.ca_bundle {
+    if !options.tls {
+        builder = builder.tls_certs_only(Vec::new());
+    } else if let Some(path) = &options.ca_bundle {
         builder = builder.tls_certs_merge(read_ca_bundle(path)?);
     }
     builder

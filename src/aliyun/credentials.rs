@@ -310,6 +310,21 @@ impl CredentialsProvider {
         }
     }
 
+    /// Whether the chain in `lookup` will talk https (RRSA to an https STS endpoint). A static
+    /// AccessKey needs no network at all.
+    pub fn chain_needs_tls(lookup: &dyn Fn(&str) -> Option<String>) -> bool {
+        let get = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
+        if get(env::ACCESS_KEY_ID).is_some() {
+            return false;
+        }
+        if get(env::ROLE_ARN).is_none() {
+            return false;
+        }
+        sts_endpoint_from(&get)
+            .map(|e| e.scheme() == super::endpoint::Scheme::Https)
+            .unwrap_or(true)
+    }
+
     /// [`from_env_with`](Self::from_env_with) on the process environment.
     pub fn from_env(
         http: reqwest::Client,

@@ -1,0 +1,650 @@
+//! The operator end to end: the real `dts-operator run` process, the real kube-apiserver + etcd,
+//! and the signature-checking DTS simulator. Every test counts the calls the simulator saw.
+
+use std::time::Duration;
+
+use dts_operator::crd::DtsJobReset;
+use dts_simulator::{Answer, Simulator};
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+
+use crate::support::operator::*;
+
+const T: Duration = Duration::from_secs(30);
+
+async fn sim() -> Simulator {
+    let s = Simulator::start().await;
+    s.add_access_key(AK_ID, AK_SECRET);
+    s
+}
+
+async fn patch_merge(client: &kube::Client, ns: &str, name: &str, v: serde_json::Value) {
+    let api: Api<DtsJobReset> = Api::namespaced(client.clone(), ns);
+    api.patch(name, &PatchParams::default(), &Patch::Merge(v))
+        .await
+        .expect("patch");
+}
+
+#[tokio::test]
+async fn happy_path_status_conditions_events_columns_metrics() {
+    let (client, ns) = setup("happy").await;
+    let sim = sim().await;
+    create_default_secret(&client, &ns).await;
+    let op = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
+    let mut s = spec("job-happy");
+    s.dts_instance_id = Some("dtsjobhappy".into());
+    create(&client, &ns, "happy", s).await;
+    let o = wait_phase(&client, &ns, "happy", "Succeeded", T).await;
+    let st = o.status.clone().unwrap();
+    assert_eq!(st.success, Some(true));
+    assert_eq!(st.attempts, Some(1));
+    assert_eq!(st.http_status_code, Some(200));
+    assert!(st.request_id.as_deref().is_some_and(|r| !r.is_empty()));
+    assert_eq!(st.err_code, None);
+    assert_eq!(st.observed_generation, o.metadata.generation);
+    let req = st.request.clone().unwrap();
+    assert_eq!(req.dts_job_id, "job-happy");
+    assert_eq!(req.region_id, "cn-hangzhou");
+    assert_eq!(req.dts_instance_id.as_deref(), Some("dtsjobhappy"));
+    assert!(st.start_time.is_some() && st.last_attempt_time.is_some() && st.completion_time.is_some());
+    assert_eq!(st.claimed_by, None);
+    let ready = condition(&o, "Ready").unwrap();
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "ResetSucceeded"));
+    assert_eq!(ready.observed_generation, o.metadata.generation);
+    assert_eq!(condition(&o, "Reconciling").unwrap().status, "False");
+    assert_eq!(condition(&o, "Stalled").unwrap().status, "False");
+
+    let calls = sim.executed_calls("job-happy");
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].params.get("DtsInstanceId").map(String::as_str), Some("dtsjobhappy"));
+    assert_eq!(calls[0].request_id, st.request_id);
+
+    let evs = wait_event(&client, &ns, "happy", "ResetSucceeded", T).await;
+    assert!(evs.iter().any(|(t, r, _)| t == "Normal" && r == "ResetRequested"), "{evs:?}");
+    assert!(evs.iter().any(|(t, r, _)| t == "Normal" && r == "ResetSucceeded"), "{evs:?}");
+
+    let (ok, out, err) = kubectl(&["get", "dtsreset", "-n", &ns]).await;
+    assert!(ok, "{err}");
+    let header = out.lines().next().unwrap();
+    for col in ["NAME", "JOB ID", "REGION", "PHASE", "SUCCESS", "REQUEST ID", "ATTEMPTS", "AGE"] {
+        assert!(header.contains(col), "column {col} missing: {header}");
+    }
+    assert!(out.contains("job-happy") && out.contains("Succeeded") && out.contains("true"), "{out}");
+    let (ok, _, err) = kubectl(&["wait", "--for=condition=Ready", "-n", &ns, "dtsjobreset/happy", "--timeout=10s"]).await;
+    assert!(ok, "kubectl wait: {err}");
+
+    let (code, metrics) = op.admin_get("/metrics").await;
+    assert_eq!(code, 200);
+    for needle in [
+        "dts_operator_dts_requests_total{action=\"ResetDtsJob\",outcome=\"succeeded\",code=\"\"} 1",
+        "dts_operator_resources{phase=\"Succeeded\"} 1",
+        "dts_operator_leader 1",
+        "dts_operator_reconciles_total{result=\"ok\"}",
+        "dts_operator_dts_request_duration_seconds_count{action=\"ResetDtsJob\"} 1",
+    ] {
+        assert!(metrics.contains(needle), "missing {needle}\n{metrics}");
+    }
+    assert_eq!(op.admin_get("/healthz").await.0, 200);
+    // Nothing more is sent, whatever happens next.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(sim.executed_calls("job-happy").len(), 1);
+    assert_eq!(op.terminate().await, Some(0));
+}
+
+#[tokio::test]
+async fn throttled_twice_then_success_and_service_unavailable() {
+    let (client, ns) = setup("throttle").await;
+    let sim = sim().await;
+    create_default_secret(&client, &ns).await;
+    sim.script("job-t", [Answer::throttling(), Answer::throttling(), Answer::Success]);
+    sim.script("job-u", [Answer::service_unavailable(), Answer::Success]);
+    let op = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
+    create(&client, &ns, "t", spec("job-t")).await;
+    create(&client, &ns, "u", spec("job-u")).await;
+    let t = wait_phase(&client, &ns, "t", "Succeeded", T).await;
+    assert_eq!(t.status.as_ref().unwrap().attempts, Some(3));
+    let u = wait_phase(&client, &ns, "u", "Succeeded", T).await;
+    assert_eq!(u.status.as_ref().unwrap().attempts, Some(2));
+    let calls = sim.executed_calls("job-t");
+    assert_eq!(calls.len(), 3);
+    // Backoff honoured between attempts (full jitter may be small, but never negative, and the
+    // attempts are not all at once).
+    assert!(calls[2].received_at > calls[0].received_at);
+    assert_eq!(sim.executed_calls("job-u").len(), 2);
+    let evs = events(&client, &ns, "t").await;
+    assert!(evs.iter().filter(|(t, r, _)| t == "Warning" && r == "ResetRetrying").count() >= 1, "{evs:?}");
+    let (_, metrics) = op.admin_get("/metrics").await;
+    assert!(metrics.contains("dts_operator_retries_total{reason=\"Throttled\"} 2"), "{metrics}");
+    assert!(metrics.contains("dts_operator_retries_total{reason=\"ServiceUnavailable\"} 1"), "{metrics}");
+    op.terminate().await;
+}
+
+#[tokio::test]
+async fn retry_after_hint_is_durable_in_status() {
+    let (client, ns) = setup("hint").await;
+    let sim = sim().await;
+    create_default_secret(&client, &ns).await;
+    sim.script("job-h", [Answer::throttling().with_retry_after_ms(3000), Answer::Success]);
+    let op = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
+    create(&client, &ns, "h", spec("job-h")).await;
+    let o = wait_phase(&client, &ns, "h", "Retrying", T).await;
+    let st = o.status.unwrap();
+    let next = st.next_attempt_time.unwrap().0;
+    let last = st.last_attempt_time.unwrap().0;
+    assert!(next.duration_since(last) >= jiff::SignedDuration::from_millis(2900), "{last} → {next}");
+    assert_eq!(condition(&wait_phase(&client, &ns, "h", "Retrying", T).await, "Reconciling").unwrap().reason, "Throttled");
+    // An unrelated change does not skip the backoff.
+    patch_merge(&client, &ns, "h", serde_json::json!({"metadata": {"labels": {"touched": "yes"}}})).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(sim.executed_calls("job-h").len(), 1);
+    wait_phase(&client, &ns, "h", "Succeeded", T).await;
+    let calls = sim.executed_calls("job-h");
+    assert_eq!(calls.len(), 2);
+    assert!(calls[1].received_at.duration_since(calls[0].received_at) >= jiff::SignedDuration::from_millis(2900));
+    op.terminate().await;
+}
+
+#[tokio::test]
+async fn retries_exhausted_is_failed() {
+    let (client, ns) = setup("exhaust").await;
+    let sim = sim().await;
+    create_default_secret(&client, &ns).await;
+    sim.script("job-x", (0..5).map(|_| Answer::throttling()));
+    let op = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
+    let mut s = spec("job-x");
+    s.backoff_limit = Some(2);
+    create(&client, &ns, "x", s).await;
+    let o = wait_phase(&client, &ns, "x", "Failed", T).await;
+    let st = o.status.clone().unwrap();
+    assert_eq!(st.attempts, Some(3));
+    assert_eq!(st.err_code.as_deref(), Some("Throttling.User"));
+    let stalled = condition(&o, "Stalled").unwrap();
+    assert_eq!((stalled.status.as_str(), stalled.reason.as_str()), ("True", "RetriesExhausted"));
+    assert_eq!(sim.executed_calls("job-x").len(), 3);
+    wait_event(&client, &ns, "x", "ResetFailed", T).await;
+    op.terminate().await;
+}
+
+#[tokio::test]
+async fn terminal_answers_fail_after_one_call() {
+    let (client, ns) = setup("terminal").await;
+    let sim = sim().await;
+    create_default_secret(&client, &ns).await;
+    sim.script(
+        "job-4xx",
+        [Answer::DtsError {
+            http_status: 400,
+            err_code: "InvalidParameter".into(),
+            err_message: "The Value of Input Parameter %s is not valid.".into(),
+            dynamic_message: Some("DtsJobId".into()),
+            dynamic_code: Some("403".into()),
+        }],
+    );
+    sim.script("job-200", [Answer::dts_error("Forbidden.InstanceNotFound", "The job %s does not exist.", Some("job-200"))]);
+    let op = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
+    create(&client, &ns, "a", spec("job-4xx")).await;
+    create(&client, &ns, "b", spec("job-200")).await;
+    let a = wait_phase(&client, &ns, "a", "Failed", T).await;
+    let st = a.status.clone().unwrap();
+    assert_eq!(st.err_code.as_deref(), Some("InvalidParameter"));
+    assert_eq!(st.err_message.as_deref(), Some("The Value of Input Parameter %s is not valid."), "as returned");
+    assert_eq!(st.dynamic_message.as_deref(), Some("DtsJobId"));
+    assert_eq!(st.dynamic_code.as_deref(), Some("403"));
+    assert_eq!(st.success, Some(false));
+    let c = condition(&a, "Stalled").unwrap();
+    assert_eq!(c.reason, "ResetFailed");
+    assert!(c.message.contains("The Value of Input Parameter DtsJobId is not valid."), "{}", c.message);
+    let b = wait_phase(&client, &ns, "b", "Failed", T).await;
+    assert_eq!(b.status.as_ref().unwrap().http_status_code, Some(200));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(sim.executed_calls("job-4xx").len(), 1);
+    assert_eq!(sim.executed_calls("job-200").len(), 1);
+    op.terminate().await;
+}
+
+#[tokio::test]
+async fn unknown_outcomes_are_never_retried() {
+    let (client, ns) = setup("unknown").await;
+    let sim = sim().await;
+    create_default_secret(&client, &ns).await;
+    sim.script("job-500", [Answer::internal_error(), Answer::Success]);
+    sim.script("job-hang", [Answer::hang(Duration::from_secs(6)), Answer::Success]);
+    sim.script("job-junk", [Answer::raw(200, "text/plain", "garbage"), Answer::Success]);
+    let op = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
+    for (name, job) in [("a", "job-500"), ("b", "job-hang"), ("c", "job-junk")] {
+        create(&client, &ns, name, spec(job)).await;
+    }
+    for (name, job) in [("a", "job-500"), ("b", "job-hang"), ("c", "job-junk")] {
+        let o = wait_phase(&client, &ns, name, "Unknown", T).await;
+        let c = condition(&o, "Stalled").unwrap();
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "OutcomeUnknown"), "{name}");
+        assert!(c.message.contains("DTS console") && c.message.contains("dtsops.io/requested-at"), "{}", c.message);
+        wait_event(&client, &ns, name, "OutcomeUnknown", T).await;
+        assert_eq!(sim.executed_calls(job).len(), 1, "{job}");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for job in ["job-500", "job-hang", "job-junk"] {
+        assert_eq!(sim.executed_calls(job).len(), 1, "{job} must not be retried");
+    }
+    op.terminate().await;
+}
+
+#[tokio::test]
+async fn expired_token_with_rotated_secret_refreshes_once() {
+    let (client, ns) = setup("rotate").await;
+    let sim = sim().await;
+    sim.add_sts_key("STS.old", "old-secret", "old-token");
+    sim.add_sts_key("STS.new", "new-secret", "new-token");
+    sim.expire_token("old-token");
+    create_secret(
+        &client,
+        &ns,
+        "creds",
+        &[("accessKeyId", "STS.old"), ("accessKeySecret", "old-secret"), ("securityToken", "old-token")],
+    )
+    .await;
+    // The gate holds the first call until the Secret is rotated.
+    sim.script("job-r", [Answer::gate("rotate", Answer::Success)]);
+    let op = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
+    create(&client, &ns, "r", spec("job-r")).await;
+    // First attempt is refused (expired) before it reaches the gate: rotate now.
+    wait_for(&client, &ns, "r", T, |_| sim.calls().iter().any(|c| c.outcome == "InvalidSecurityToken.Expired")).await;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
+    secrets
+        .patch(
+            "creds",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"stringData": {"accessKeyId": "STS.new", "accessKeySecret": "new-secret", "securityToken": "new-token"}})),
+        )
+        .await
+        .unwrap();
+    sim.open_gate("rotate");
+    let o = wait_for(&client, &ns, "r", T, |o| phase(o).as_str() == "Succeeded" || phase(o).as_str() == "Failed").await;
+    assert_eq!(phase(&o), "Succeeded", "{:?}", o.status);
+    assert_eq!(o.status.as_ref().unwrap().attempts, Some(2));
+    let calls = sim.calls();
+    assert_eq!(calls.len(), 2, "one refresh: {calls:?}");
+    assert_eq!(calls[1].access_key_id.as_deref(), Some("STS.new"));
+    op.terminate().await;
+}
+
+#[tokio::test]
+async fn secret_created_later_then_success() {
+    let (client, ns) = setup("later").await;
+    let sim = sim().await;
+    let op = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
+    create(&client, &ns, "w", spec("job-w")).await;
+    let o = wait_for(&client, &ns, "w", T, |o| {
+        condition(o, "Reconciling").is_some_and(|c| c.reason == "WaitingForSecret")
+    })
+    .await;
+    assert_eq!(phase(&o), "Pending");
+    assert_eq!(condition(&o, "Stalled").unwrap().status, "False");
+    assert_eq!(sim.calls().len(), 0);
+    create_default_secret(&client, &ns).await;
+    wait_phase(&client, &ns, "w", "Succeeded", T).await;
+    assert_eq!(sim.executed_calls("job-w").len(), 1);
+    op.terminate().await;
+}
+
+#[tokio::test]
+async fn new_request_only_on_call_parameters_or_annotation() {
+    let (client, ns) = setup("trigger").await;
+    let sim = sim().await;
+    create_default_secret(&client, &ns).await;
+    create_secret(&client, &ns, "creds2", &[("accessKeyId", AK_ID), ("accessKeySecret", AK_SECRET)]).await;
+    let op = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
+    create(&client, &ns, "p", spec("job-p1")).await;
+    wait_phase(&client, &ns, "p", "Succeeded", T).await;
+    assert_eq!(sim.executed_calls("job-p1").len(), 1);
+
+    // Tuning fields, credentials, labels, endpoint-like fields: no call.
+    patch_merge(&client, &ns, "p", serde_json::json!({
+        "metadata": {"labels": {"team": "data"}},
+        "spec": {"backoffLimit": 3, "credentials": {"secretRef": {"name": "creds2"}}, "signatureVersion": "v1", "ttlSecondsAfterFinished": 3600}
+    }))
+    .await;
+    let o = wait_for(&client, &ns, "p", T, |o| {
+        o.status.as_ref().and_then(|s| s.observed_generation) == o.metadata.generation
+    })
+    .await;
+    assert_eq!(phase(&o), "Succeeded");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(sim.calls().len(), 1, "no call for non-request changes");
+
+    // A call parameter: one new call.
+    patch_merge(&client, &ns, "p", serde_json::json!({"spec": {"synchronizationDirection": "Reverse"}})).await;
+    wait_for(&client, &ns, "p", T, |o| {
+        phase(o) == "Succeeded"
+            && o.status.as_ref().and_then(|s| s.request.as_ref()).and_then(|r| r.synchronization_direction.as_deref()) == Some("Reverse")
+    })
+    .await;
+    assert_eq!(sim.executed_calls("job-p1").len(), 2);
+    let last = sim.executed_calls("job-p1").pop().unwrap();
+    assert_eq!(last.params.get("SynchronizationDirection").map(String::as_str), Some("Reverse"));
+    assert_eq!(last.style, dts_simulator::Style::V1, "signatureVersion is used for the next request");
+
+    // The annotation: one new call with the same parameters.
+    patch_merge(&client, &ns, "p", serde_json::json!({"metadata": {"annotations": {"dtsops.io/requested-at": "2026-11-28T10:00:00Z"}}})).await;
+    let o = wait_for(&client, &ns, "p", T, |o| {
+        phase(o) == "Succeeded" && o.status.as_ref().and_then(|s| s.last_handled_request.as_deref()) == Some("2026-11-28T10:00:00Z")
+    })
+    .await;
+    assert_eq!(o.status.as_ref().unwrap().attempts, Some(1));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(sim.executed_calls("job-p1").len(), 3);
+    op.terminate().await;
+}
+
+#[tokio::test]
+async fn two_resources_for_one_job_never_overlap() {
+    let (client, ns) = setup("overlap").await;
+    let sim = sim().await;
+    create_default_secret(&client, &ns).await;
+    sim.script("job-o", [Answer::gate("first", Answer::Success), Answer::Success]);
+    let op = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
+    create(&client, &ns, "one", spec("job-o")).await;
+    sim.wait_for_gate_waiters("first", 1).await;
+    create(&client, &ns, "two", spec("job-o")).await;
+    let two = wait_for(&client, &ns, "two", T, |o| {
+        condition(o, "Reconciling").is_some_and(|c| c.reason == "ConcurrentRequest")
+    })
+    .await;
+    assert_eq!(phase(&two), "Pending");
+    assert_eq!(sim.executed_calls("job-o").len(), 1);
+    sim.open_gate("first");
+    wait_phase(&client, &ns, "one", "Succeeded", T).await;
+    wait_phase(&client, &ns, "two", "Succeeded", T).await;
+    assert_eq!(sim.executed_calls("job-o").len(), 2);
+    assert_eq!(sim.max_in_flight("cn-hangzhou", "job-o"), 1);
+    op.terminate().await;
+}
+
+#[tokio::test]
+async fn graceful_restart_while_in_flight_records_the_answer() {
+    let (client, ns) = setup("graceful").await;
+    let sim = sim().await;
+    create_default_secret(&client, &ns).await;
+    sim.script("job-g", [Answer::gate("g", Answer::Success)]);
+    let op = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
+    create(&client, &ns, "g", spec("job-g")).await;
+    sim.wait_for_gate_waiters("g", 1).await;
+    let running = wait_phase(&client, &ns, "g", "Running", T).await;
+    assert!(running.status.as_ref().unwrap().claimed_by.is_some());
+    // SIGTERM while the call is in flight; the answer arrives during the shutdown window.
+    let opener = {
+        let sim = sim.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            sim.open_gate("g");
+        })
+    };
+    let code = op.terminate().await;
+    opener.await.unwrap();
+    assert_eq!(code, Some(0));
+    let o = wait_phase(&client, &ns, "g", "Succeeded", Duration::from_secs(5)).await;
+    assert_eq!(o.status.as_ref().unwrap().attempts, Some(1));
+    // A new controller finds the answer recorded and sends nothing.
+    let op2 = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sim.executed_calls("job-g").len(), 1);
+    op2.terminate().await;
+}
+
+#[tokio::test]
+async fn abrupt_crash_while_in_flight_is_reported_unknown() {
+    let (client, ns) = setup("crash").await;
+    let sim = sim().await;
+    create_default_secret(&client, &ns).await;
+    sim.script("job-c", [Answer::gate("c", Answer::Success), Answer::Success]);
+    let op = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
+    create(&client, &ns, "c", spec("job-c")).await;
+    sim.wait_for_gate_waiters("c", 1).await;
+    op.kill().await;
+    sim.open_gate("c");
+    // The claim stays; a new controller waits for its deadline, then reports Unknown.
+    let op2 = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
+    let o = wait_phase(&client, &ns, "c", "Unknown", Duration::from_secs(40)).await;
+    assert_eq!(condition(&o, "Stalled").unwrap().reason, "OutcomeUnknown");
+    assert_eq!(o.status.as_ref().unwrap().attempts, Some(1));
+    wait_event(&client, &ns, "c", "OutcomeUnknown", T).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(sim.executed_calls("job-c").len(), 1, "never re-sent");
+    op2.terminate().await;
+}
+
+#[tokio::test]
+async fn restart_during_backoff_keeps_the_schedule_and_after_success_sends_nothing() {
+    let (client, ns) = setup("backoff").await;
+    let sim = sim().await;
+    create_default_secret(&client, &ns).await;
+    sim.script("job-b", [Answer::throttling().with_retry_after_ms(2500), Answer::Success]);
+    let op = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
+    create(&client, &ns, "b", spec("job-b")).await;
+    wait_phase(&client, &ns, "b", "Retrying", T).await;
+    op.kill().await;
+    let op2 = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
+    let o = wait_phase(&client, &ns, "b", "Succeeded", T).await;
+    assert_eq!(o.status.as_ref().unwrap().attempts, Some(2));
+    let calls = sim.executed_calls("job-b");
+    assert_eq!(calls.len(), 2);
+    assert!(calls[1].received_at.duration_since(calls[0].received_at) >= jiff::SignedDuration::from_millis(2400));
+    op2.kill().await;
+    let op3 = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sim.executed_calls("job-b").len(), 2);
+    op3.terminate().await;
+}
+
+#[tokio::test]
+async fn two_controllers_without_leader_election_send_one_call() {
+    let (client, ns) = setup("twoctl").await;
+    let sim = sim().await;
+    create_default_secret(&client, &ns).await;
+    sim.script("job-2", [Answer::hang(Duration::from_millis(500))]);
+    let a = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
+    let b = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
+    for i in 0..5 {
+        create(&client, &ns, &format!("r{i}"), spec(&format!("job-2-{i}"))).await;
+    }
+    create(&client, &ns, "main", spec("job-2")).await;
+    wait_phase(&client, &ns, "main", "Succeeded", T).await;
+    for i in 0..5 {
+        wait_phase(&client, &ns, &format!("r{i}"), "Succeeded", T).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(sim.executed_calls("job-2").len(), 1);
+    for i in 0..5 {
+        assert_eq!(sim.executed_calls(&format!("job-2-{i}")).len(), 1);
+    }
+    a.terminate().await;
+    b.terminate().await;
+}
+
+fn leader_opts<'a>(ns: &'a str, url: &str) -> OperatorOptions<'a> {
+    OperatorOptions::new(ns, url)
+        .arg("--leader-elect")
+        .arg("--leader-election-namespace")
+        .arg(ns)
+        .arg("--leader-election-lease-duration")
+        .arg("4s")
+}
+
+#[tokio::test]
+async fn leader_election_only_the_leader_acts_and_a_standby_takes_over() {
+    let (client, ns) = setup("leader").await;
+    let sim = sim().await;
+    create_default_secret(&client, &ns).await;
+    let leader = Operator::start(leader_opts(&ns, &sim.url())).await;
+    // Wait until the first one holds the lease before starting the standby.
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), &ns);
+    for _ in 0..100 {
+        if leases.get_opt("dts-operator").await.unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let standby = Operator::start(leader_opts(&ns, &sim.url())).await;
+    let (_, m) = standby.admin_get("/metrics").await;
+    assert!(m.contains("dts_operator_leader 0"), "{m}");
+    let (_, m) = leader.admin_get("/metrics").await;
+    assert!(m.contains("dts_operator_leader 1"), "{m}");
+    create(&client, &ns, "l1", spec("job-l1")).await;
+    wait_phase(&client, &ns, "l1", "Succeeded", T).await;
+    assert!(!standby.logs().contains("ResetDtsJob answered"), "the standby must not act");
+    // Crash the leader: the standby takes over after the lease expires.
+    let killed_at = std::time::Instant::now();
+    leader.kill().await;
+    create(&client, &ns, "l2", spec("job-l2")).await;
+    wait_phase(&client, &ns, "l2", "Succeeded", T).await;
+    assert!(killed_at.elapsed() < Duration::from_secs(15), "failover took {:?}", killed_at.elapsed());
+    let (_, m) = standby.admin_get("/metrics").await;
+    assert!(m.contains("dts_operator_leader 1"), "{m}");
+    assert_eq!(sim.executed_calls("job-l1").len(), 1);
+    assert_eq!(sim.executed_calls("job-l2").len(), 1);
+    assert_eq!(standby.terminate().await, Some(0));
+}
+
+#[tokio::test]
+async fn ttl_deletes_finished_resources() {
+    let (client, ns) = setup("ttl").await;
+    let sim = sim().await;
+    create_default_secret(&client, &ns).await;
+    let op = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
+    let mut s = spec("job-ttl");
+    s.ttl_seconds_after_finished = Some(1);
+    create(&client, &ns, "ttl", s).await;
+    let api: Api<DtsJobReset> = Api::namespaced(client.clone(), &ns);
+    let start = std::time::Instant::now();
+    while api.get_opt("ttl").await.unwrap().is_some() {
+        assert!(start.elapsed() < T, "not deleted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(sim.executed_calls("job-ttl").len(), 1);
+    op.terminate().await;
+}
+
+#[tokio::test]
+async fn invalid_resources_are_refused_with_the_field_named() {
+    let (client, ns) = setup("invalid").await;
+    let api: Api<DtsJobReset> = Api::namespaced(client.clone(), &ns);
+    let cases = [
+        (serde_json::json!({}), "dtsJobId"),
+        (serde_json::json!({"dtsJobId": ""}), "dtsJobId"),
+        (serde_json::json!({"dtsJobId": "has space"}), "dtsJobId"),
+        (serde_json::json!({"dtsJobId": "x".repeat(65)}), "dtsJobId"),
+        (serde_json::json!({"dtsJobId": "j", "synchronizationDirection": "Sideways"}), "synchronizationDirection"),
+        (serde_json::json!({"dtsJobId": "j", "signatureVersion": "v2"}), "signatureVersion"),
+        (serde_json::json!({"dtsJobId": "j", "regionId": "Hangzhou"}), "regionId"),
+        (serde_json::json!({"dtsJobId": "j", "backoffLimit": -1}), "backoffLimit"),
+        (serde_json::json!({"dtsJobId": "j", "ttlSecondsAfterFinished": -5}), "ttlSecondsAfterFinished"),
+        (serde_json::json!({"dtsJobId": "j", "endpoint": "http://dts.aliyuncs.com"}), "endpoint"),
+        (serde_json::json!({"dtsJobId": "j", "endpoint": "https://dts.aliyuncs.com/path"}), "endpoint"),
+        (serde_json::json!({"dtsJobId": "j", "credentials": {"secretRef": {}}}), "name"),
+        (serde_json::json!({"dtsJobId": "j", "credentials": {"secretRef": {"name": "Bad_Name"}}}), "name"),
+    ];
+    for (i, (spec, field)) in cases.into_iter().enumerate() {
+        let obj = serde_json::json!({
+            "apiVersion": "dtsops.io/v1alpha1",
+            "kind": "DtsJobReset",
+            "metadata": {"name": format!("bad-{i}")},
+            "spec": spec,
+        });
+        let dynamic: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), &ns, &ApiResource::erase::<DtsJobReset>(&()));
+        let err = dynamic
+            .create(&PostParams::default(), &serde_json::from_value(obj.clone()).unwrap())
+            .await
+            .expect_err(&format!("case {i} must be refused: {obj}"));
+        let msg = err.to_string();
+        assert!(msg.contains(field), "case {i}: message does not name {field}: {msg}");
+    }
+    assert!(api.list(&Default::default()).await.unwrap().items.is_empty());
+    // Strict field validation refuses a namespace in the Secret reference.
+    let (ok, _, err) = kubectl_apply_strict(&ns, r#"{"apiVersion":"dtsops.io/v1alpha1","kind":"DtsJobReset","metadata":{"name":"other-ns"},"spec":{"dtsJobId":"j","credentials":{"secretRef":{"name":"creds","namespace":"kube-system"}}}}"#).await;
+    assert!(!ok, "a Secret in another namespace cannot be named");
+    assert!(err.contains("namespace"), "{err}");
+}
+
+async fn kubectl_apply_strict(ns: &str, json: &str) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("r.json");
+    std::fs::write(&f, json).unwrap();
+    kubectl(&["apply", "--validate=strict", "-n", ns, "-f", f.to_str().unwrap()]).await
+}
+
+#[tokio::test]
+async fn default_credentials_only_for_allowed_namespaces() {
+    let (client, ns) = setup("defaults").await;
+    let c = crate::support::cluster::cluster().await;
+    let other = c.fresh_namespace("defaults-other").await;
+    let sim = sim().await;
+    let no_secret = |job: &str| {
+        let mut s = spec(job);
+        s.credentials = None;
+        s
+    };
+    let op = Operator::start(
+        OperatorOptions {
+            namespace: None,
+            ..OperatorOptions::new(&ns, &sim.url())
+        }
+        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", AK_ID)
+        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", AK_SECRET)
+        .env("POD_NAMESPACE", &ns),
+    )
+    .await;
+    create(&client, &ns, "allowed", no_secret("job-allowed")).await;
+    create(&client, &other, "refused", no_secret("job-refused")).await;
+    wait_phase(&client, &ns, "allowed", "Succeeded", T).await;
+    let o = wait_for(&client, &other, "refused", T, |o| {
+        condition(o, "Stalled").is_some_and(|c| c.status == "True" && c.reason == "CredentialsUnavailable")
+    })
+    .await;
+    assert_eq!(phase(&o), "Pending");
+    wait_event(&client, &other, "refused", "CredentialsUnavailable", T).await;
+    assert_eq!(sim.executed_calls("job-allowed").len(), 1);
+    assert_eq!(sim.executed_calls("job-refused").len(), 0);
+    op.terminate().await;
+}
+
+#[tokio::test]
+async fn secrets_never_reach_logs_events_status_or_metrics() {
+    let (client, ns) = setup("secrets").await;
+    let sim = sim().await;
+    let token = "CAIS+op/token=secret~value*1";
+    sim.add_sts_key("STS.op", AK_SECRET, token);
+    create_secret(
+        &client,
+        &ns,
+        "creds",
+        &[("accessKeyId", "STS.op"), ("accessKeySecret", AK_SECRET), ("securityToken", token)],
+    )
+    .await;
+    sim.script("job-s1", [Answer::throttling(), Answer::Success]);
+    sim.script("job-s2", [Answer::internal_error()]);
+    let mut opts = OperatorOptions::new(&ns, &sim.url());
+    opts.rust_log = "trace";
+    let op = Operator::start(opts.arg("--log-format").arg("json")).await;
+    let mut v1 = spec("job-s1");
+    v1.signature_version = Some(dts_operator::crd::SignatureVersionSpec::V1);
+    create(&client, &ns, "s1", v1).await;
+    create(&client, &ns, "s2", spec("job-s2")).await;
+    create(&client, &ns, "s3", spec("job-s3")).await;
+    wait_phase(&client, &ns, "s1", "Succeeded", T).await;
+    wait_phase(&client, &ns, "s2", "Unknown", T).await;
+    wait_phase(&client, &ns, "s3", "Succeeded", T).await;
+    let (_, metrics) = op.admin_get("/metrics").await;
+    let logs = op.logs();
+    assert!(logs.lines().count() > 20, "trace logging is on");
+    assert!(logs.lines().filter(|l| !l.trim().is_empty()).all(|l| l.trim_start().starts_with('{')), "json logs");
+    let api: Api<DtsJobReset> = Api::namespaced(client.clone(), &ns);
+    let statuses = serde_json::to_string(&api.list(&Default::default()).await.unwrap().items).unwrap();
+    let evs = format!("{:?}", events(&client, &ns, "s1").await) + &format!("{:?}", events(&client, &ns, "s2").await);
+    let enc_token = "CAIS%2Bop%2Ftoken";
+    for (what, text) in [("logs", &logs), ("metrics", &metrics), ("status", &statuses), ("events", &evs)] {
+        for secret in [AK_SECRET, token, enc_token] {
+            assert!(!text.contains(secret), "{secret:?} leaked into {what}");
+        }
+    }
+    op.terminate().await;
+}

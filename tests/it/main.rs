@@ -1,1 +1,2 @@
+mod controlplane;
 mod support;

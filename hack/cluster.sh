@@ -235,15 +235,30 @@ cmd_up() {
 
   log "starting etcd on 127.0.0.1:$etcd_port (data in $data)"
   start etcd "--data-dir=$data" "$bin/etcd" \
-    --name=default \
+    --name=dts-operator \
     "--data-dir=$data" \
     "--listen-client-urls=http://127.0.0.1:$etcd_port" \
     "--advertise-client-urls=http://127.0.0.1:$etcd_port" \
     "--listen-peer-urls=http://127.0.0.1:$etcd_peer_port" \
     "--initial-advertise-peer-urls=http://127.0.0.1:$etcd_peer_port" \
-    "--initial-cluster=default=http://127.0.0.1:$etcd_peer_port" \
+    "--initial-cluster=dts-operator=http://127.0.0.1:$etcd_peer_port" \
     --unsafe-no-fsync \
     --log-level=warn
+
+  # kube-apiserver retries etcd on its own, but starting it after etcd answers keeps
+  # its log free of connection errors.
+  local i
+  for ((i = 0; i < 300; i++)); do
+    curl -fsS --max-time 2 "http://127.0.0.1:$etcd_port/health" >/dev/null 2>&1 && break
+    alive etcd || break
+    sleep 0.1
+  done
+  if ! alive etcd; then
+    log "etcd exited; last lines of $state/etcd.log:"
+    tail -n 30 "$state/etcd.log" >&2 || true
+    teardown
+    exit 1
+  fi
 
   log "starting kube-apiserver on https://127.0.0.1:$apiserver_port"
   start kube-apiserver "--tls-cert-file=$pki/apiserver.crt" "$bin/kube-apiserver" \

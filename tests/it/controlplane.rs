@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
-use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{ApiResource, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, CustomResource, CustomResourceExt, ResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -93,17 +93,16 @@ async fn crd_custom_resource_and_status_subresource() {
     assert_eq!(read.spec.size, 3);
     assert_eq!(read.uid(), created.uid());
 
-    // The schema is enforced: a wrong type is refused with the field named.
-    let bad = json!({
+    // The schema is enforced: a wrong type is refused (422) with the field named.
+    let untyped: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &ns, &ApiResource::erase::<Widget>(&()));
+    let bad: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "test.dtsops.io/v1", "kind": "Widget",
         "metadata": {"name": "bad"}, "spec": {"size": "three", "color": "red"}
-    });
-    let err = widgets
-        .patch(
-            "bad",
-            &PatchParams::apply(cluster::FIELD_MANAGER),
-            &Patch::Apply(&bad),
-        )
+    }))
+    .expect("a DynamicObject");
+    let err = untyped
+        .create(&PostParams::default(), &bad)
         .await
         .expect_err("a string where the schema says integer must be refused");
     assert!(

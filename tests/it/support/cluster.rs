@@ -41,20 +41,17 @@ pub struct Cluster {
     config: Config,
 }
 
-static CLUSTER: OnceCell<Cluster> = OnceCell::const_new();
+// The outcome, failure included: a failed `hack/cluster.sh up` is not retried by every test.
+static CLUSTER: OnceCell<Result<Cluster, String>> = OnceCell::const_new();
 static CRYPTO: Once = Once::new();
 
 /// The shared control plane: attaches to `KUBECONFIG`, or starts `hack/cluster.sh up` once.
 /// Panics (failing the test) when no control plane can be had.
 pub async fn cluster() -> &'static Cluster {
-    CLUSTER
-        .get_or_init(|| async {
-            match Cluster::init().await {
-                Ok(cluster) => cluster,
-                Err(e) => panic!("no Kubernetes control plane for the integration tests: {e}"),
-            }
-        })
-        .await
+    match CLUSTER.get_or_init(Cluster::init).await {
+        Ok(cluster) => cluster,
+        Err(e) => panic!("no Kubernetes control plane for the integration tests: {e}"),
+    }
 }
 
 /// An admin client (`system:masters`, bypasses RBAC) for fixtures.

@@ -308,13 +308,13 @@ cmd_status() {
 }
 
 usage() {
-  sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//' >&2
+  sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//' >&"${1:-2}"
 }
 
 cmd=${1:-}
 case $cmd in
 up | down | status) ;;
--h | --help | help) usage; exit 0 ;;
+-h | --help | help) usage 1; exit 0 ;;
 *) usage; exit 2 ;;
 esac
 

@@ -85,6 +85,10 @@ stop() {
       done
       [ -z "$(pid_of "$name")" ] || die "$name (pid $pid) is still running"
     fi
+    # Gone, but maybe not reaped yet by init: give it a moment so no <defunct> entry is left.
+    for ((i = 0; i < 50; i++)); do
+      case $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) in Z | X) sleep 0.1 ;; *) break ;; esac
+    done
   fi
   rm -f "$state/$name.pid" "$state/$name.marker"
 }

@@ -1,1 +1,4 @@
-//! Test support
+//! Test support: the real control plane (`cluster`) and the operator process harness
+//! (`operator`).
+pub mod cluster;
+pub mod operator;

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Builds the local control plane's programs from the pinned Go modules beside this
+# script, once per machine, and links them into <repo>/.local/bin:
+#
+#   kube-apiserver, kubectl  k8s.io/kubernetes v1.36.3        (./kubernetes)
+#   etcd                     go.etcd.io/etcd/server/v3 v3.6.8 (./kubernetes: the
+#                            version k8s.io/kubernetes v1.36.3 itself pins)
+#   helm                     helm.sh/helm/v3 v3.22.0          (./helm)
+#
+# The binaries are cached outside the repository, keyed by a hash of the go.mod /
+# go.sum files, the build recipe below and the Go version:
+#   ${DTS_CONTROLPLANE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dts-operator/controlplane}/<hash>/bin
+# A second run only re-links (well under a second). Progress goes to stderr; the
+# last stdout line is the bin directory in the cache.
+#
+# Needs only Go (1.26) and the Go module proxy. Cold build: see NOTES.md.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/../.." && pwd)
+
+log() { printf 'controlplane/build: %s\n' "$*" >&2; }
+
+command -v go >/dev/null 2>&1 || { log "error: 'go' not found in PATH (Go 1.26 is needed)"; exit 1; }
+
+# Never let the go command fetch another toolchain; module fetches go through the
+# proxy and are verified against the committed go.sum files.
+export GOTOOLCHAIN=local
+export CGO_ENABLED=0
+export GOFLAGS="-mod=readonly -buildvcs=false"
+
+# Changing anything here changes the binaries: bump RECIPE so caches are rebuilt.
+RECIPE=1
+KUBE_VERSION=v1.36.3
+KUBE_BUILD_DATE=2026-07-22T18:07:38Z # the tag's time, as the module proxy reports it
+HELM_VERSION=v3.22.0
+HELM_K8S_MAJOR=1  # helm's Makefile derives these from its client-go (v0.37.0)
+HELM_K8S_MINOR=37
+
+kube_ldflags="-s -w"
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  kube_ldflags+=" -X $pkg.gitVersion=$KUBE_VERSION"
+  kube_ldflags+=" -X $pkg.gitMajor=1 -X $pkg.gitMinor=36"
+  kube_ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$KUBE_BUILD_DATE"
+done
+helm_ldflags="-s -w"
+helm_ldflags+=" -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+helm_ldflags+=" -X helm.sh/helm/v3/internal/version.metadata="
+helm_ldflags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+  helm_ldflags+=" -X $pkg.k8sVersionMajor=$HELM_K8S_MAJOR -X $pkg.k8sVersionMinor=$HELM_K8S_MINOR"
+done
+
+go_version=$(go env GOVERSION)
+hash=$(
+  {
+    printf 'recipe=%s go=%s goos=%s goarch=%s\n' "$RECIPE" "$go_version" "$(go env GOOS)" "$(go env GOARCH)"
+    printf 'kube_ldflags=%s\nhelm_ldflags=%s\n' "$kube_ldflags" "$helm_ldflags"
+    for f in kubernetes/go.mod kubernetes/go.sum helm/go.mod helm/go.sum; do
+      printf '== %s\n' "$f"
+      cat "$here/$f"
+    done
+  } | sha256sum | cut -c1-16
+)
+cache_root=${DTS_CONTROLPLANE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dts-operator/controlplane}
+dir=$cache_root/$hash
+bin=$dir/bin
+programs=(kube-apiserver kubectl etcd helm)
+
+complete() {
+  [ -f "$dir/complete" ] || return 1
+  local p
+  for p in "${programs[@]}"; do [ -x "$bin/$p" ] || return 1; done
+}
+
+link() {
+  mkdir -p "$root/.local/bin"
+  local p
+  for p in "${programs[@]}"; do ln -sfn "$bin/$p" "$root/.local/bin/$p"; done
+}
+
+if complete; then
+  link
+  echo "$bin"
+  exit 0
+fi
+
+mkdir -p "$dir"
+# One build at a time per cache entry (e.g. two test processes starting the cluster).
+exec 9>"$dir/lock"
+if ! flock -n 9; then
+  log "another build of $hash is running; waiting for it"
+  flock 9
+fi
+if complete; then
+  link
+  echo "$bin"
+  exit 0
+fi
+
+log "building kube-apiserver, kubectl, etcd ($KUBE_VERSION) and helm ($HELM_VERSION) into $bin"
+log "this takes a while on a cold machine (see hack/controlplane/NOTES.md); later runs reuse it"
+tmp=$(mktemp -d "$dir/bin.tmp.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+start=$(date +%s)
+
+# Module downloads first, so a proxy problem shows up as such (and quickly).
+(cd "$here/kubernetes" && go mod download) >&2
+(cd "$here/helm" && go mod download) >&2
+log "modules downloaded after $(( $(date +%s) - start ))s"
+
+# One go build for the three programs of the kubernetes module, so shared
+# packages are compiled once and the linker runs overlap the compiles. The helm
+# module has its own dependency graph (k8s.io v0.37); it builds alongside.
+(
+  cd "$here/kubernetes"
+  go build -trimpath -ldflags "$kube_ldflags" -o "$tmp/" \
+    k8s.io/kubernetes/cmd/kube-apiserver \
+    k8s.io/kubernetes/cmd/kubectl \
+    go.etcd.io/etcd/server/v3
+) >&2 &
+kube_pid=$!
+(
+  cd "$here/helm"
+  go build -trimpath -ldflags "$helm_ldflags" -o "$tmp/" helm.sh/helm/v3/cmd/helm
+) >&2 &
+helm_pid=$!
+rc=0
+wait "$kube_pid" || rc=$?
+wait "$helm_pid" || rc=$?
+if [ "$rc" != 0 ]; then
+  log "error: go build failed (exit $rc)"
+  exit "$rc"
+fi
+# go build names the etcd main package after its path element before /v3.
+mv "$tmp/server" "$tmp/etcd"
+
+rm -rf "$bin"
+mv "$tmp" "$bin"
+trap - EXIT
+date -u +%Y-%m-%dT%H:%M:%SZ >"$dir/complete"
+log "built in $(( $(date +%s) - start ))s"
+link
+echo "$bin"

@@ -237,9 +237,19 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let _ = ctx.store.set(store.clone());
     let ready_flag = ready.clone();
     tokio::spawn(async move {
-        if store.wait_until_ready().await.is_ok() {
-            ready_flag.store(true, Ordering::SeqCst);
-            tracing::info!("watch synced: ready");
+        // The store's readiness signal wakes only the last waiter to poll it, and the controller
+        // waits on it too: re-poll instead of waiting once.
+        loop {
+            match tokio::time::timeout(Duration::from_millis(100), store.wait_until_ready()).await
+            {
+                Ok(Ok(())) => {
+                    ready_flag.store(true, Ordering::SeqCst);
+                    tracing::info!("watch synced: ready");
+                    return;
+                }
+                Ok(Err(_)) => return,
+                Err(_) => {}
+            }
         }
     });
     let running = ctrl

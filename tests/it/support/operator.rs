@@ -204,10 +204,6 @@ impl Operator {
         child.kill().await.unwrap();
     }
 
-    /// Whether the process is still running.
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
-    }
 }
 
 /// Minimal HTTP/1.0 GET over a raw socket (tokio has no HTTP client here; keeps tests free of

@@ -14,7 +14,11 @@ fn main() {
             0
         }
         Command::Reset(args) => {
-            telemetry::init(LogFormat::Text, "warn");
+            // Diagnostics only when asked for: progress goes to stderr without a subscriber, and
+            // a cold `reset` stays small.
+            if std::env::var_os("RUST_LOG").is_some() {
+                telemetry::init(LogFormat::Text, "warn");
+            }
             // One call at a time: a single-threaded runtime keeps the cold start small.
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -240,8 +240,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         // The store's readiness signal wakes only the last waiter to poll it, and the controller
         // waits on it too: re-poll instead of waiting once.
         loop {
-            match tokio::time::timeout(Duration::from_millis(100), store.wait_until_ready()).await
-            {
+            match tokio::time::timeout(Duration::from_millis(100), store.wait_until_ready()).await {
                 Ok(Ok(())) => {
                     ready_flag.store(true, Ordering::SeqCst);
                     tracing::info!("watch synced: ready");

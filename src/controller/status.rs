@@ -136,6 +136,20 @@ fn t(now: Timestamp) -> Option<Time> {
     Some(Time(now))
 }
 
+/// Status times are stored with whole seconds (RFC 3339 without fraction): a time that bounds a
+/// wait from below (next attempt, claim deadline) is rounded up, so storing it never shortens
+/// the wait.
+pub fn ceil_to_second(ts: Timestamp) -> Timestamp {
+    let truncated = Timestamp::from_second(ts.as_second()).unwrap_or(ts);
+    if truncated < ts {
+        truncated
+            .checked_add(jiff::SignedDuration::from_secs(1))
+            .unwrap_or(ts)
+    } else {
+        truncated
+    }
+}
+
 /// A new request: attempts and answer cleared, phase Pending.
 pub fn start_request(
     old: &DtsJobResetStatus,
@@ -217,7 +231,7 @@ pub fn claim(
     s.last_attempt_time = t(now);
     s.next_attempt_time = None;
     s.claimed_by = Some(holder.to_string());
-    s.claim_deadline = Some(Time(deadline));
+    s.claim_deadline = Some(Time(ceil_to_second(deadline)));
     if s.start_time.is_none() {
         s.start_time = t(now);
     }
@@ -364,9 +378,10 @@ pub fn record(
         }
         NextStep::RetryAfter { wait, reason: r } => {
             s.phase = Some(Phase::Retrying);
-            let at = now
-                .checked_add(jiff::SignedDuration::try_from(*wait).unwrap_or_default())
-                .unwrap_or(now);
+            let at = ceil_to_second(
+                now.checked_add(jiff::SignedDuration::try_from(*wait).unwrap_or_default())
+                    .unwrap_or(now),
+            );
             s.next_attempt_time = Some(Time(at));
             let msg = format!(
                 "Refused before execution ({what}); attempt {} of {max_attempts} at {}",
@@ -716,6 +731,18 @@ mod tests {
         assert_eq!(s.attempts, Some(0));
         assert_eq!(s.phase, Some(Phase::Pending));
         assert_eq!(s.request, Some(r2));
+    }
+
+    #[test]
+    fn ceil_to_second_never_shortens() {
+        assert_eq!(
+            ceil_to_second(ts("2026-01-01T00:00:03.001Z")),
+            ts("2026-01-01T00:00:04Z")
+        );
+        assert_eq!(
+            ceil_to_second(ts("2026-01-01T00:00:03Z")),
+            ts("2026-01-01T00:00:03Z")
+        );
     }
 
     #[test]

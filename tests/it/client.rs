@@ -83,7 +83,15 @@ fn static_provider() -> CredentialsProvider {
 async fn success_with_both_signature_versions() {
     for version in [SignatureVersion::V3, SignatureVersion::V1] {
         let sim = sim().await;
-        let r = run(&sim, "job-ok", version, &static_provider(), 7, Duration::from_secs(5)).await;
+        let r = run(
+            &sim,
+            "job-ok",
+            version,
+            &static_provider(),
+            7,
+            Duration::from_secs(5),
+        )
+        .await;
         assert_eq!(r.result, Final::Succeeded, "{version:?}: {:?}", r.last);
         assert_eq!(r.attempts, 1);
         let calls = sim.calls();
@@ -95,8 +103,17 @@ async fn success_with_both_signature_versions() {
             SignatureVersion::V3 => Style::V3,
         };
         assert_eq!(calls[0].style, want);
-        assert_eq!(calls[0].params.get("DtsInstanceId").map(String::as_str), Some("dtsl3m1213ye7l****"));
-        assert_eq!(calls[0].params.get("SynchronizationDirection").map(String::as_str), Some("Forward"));
+        assert_eq!(
+            calls[0].params.get("DtsInstanceId").map(String::as_str),
+            Some("dtsl3m1213ye7l****")
+        );
+        assert_eq!(
+            calls[0]
+                .params
+                .get("SynchronizationDirection")
+                .map(String::as_str),
+            Some("Forward")
+        );
         assert_eq!(calls[0].region_id.as_deref(), Some("cn-hangzhou"));
         let answer = r.last.as_ref().unwrap().answer().unwrap();
         assert_eq!(answer.success, Some(true));
@@ -109,21 +126,39 @@ async fn awkward_characters_verify_on_the_wire() {
     let sim = sim().await;
     for version in [SignatureVersion::V3, SignatureVersion::V1] {
         let c = client(Duration::from_secs(5));
-        let mut call = call(&sim, "l3m1213ye7l****", version, Credentials::new(ID, SECRET, None));
+        let mut call = call(
+            &sim,
+            "l3m1213ye7l****",
+            version,
+            Credentials::new(ID, SECRET, None),
+        );
         call.params.dts_instance_id = Some("dts a*b~c/d+e=f&g 中文".into());
         let out = c.send(&call.signed()).await;
         assert_eq!(classify(&out), Class::Succeeded, "{version:?}: {out:?}");
     }
     let calls = sim.calls();
     assert_eq!(calls.len(), 2);
-    assert!(calls.iter().all(|c| c.params.get("DtsInstanceId").map(String::as_str) == Some("dts a*b~c/d+e=f&g 中文")));
+    assert!(calls.iter().all(
+        |c| c.params.get("DtsInstanceId").map(String::as_str) == Some("dts a*b~c/d+e=f&g 中文")
+    ));
 }
 
 #[tokio::test]
 async fn throttled_twice_then_success() {
     let sim = sim().await;
-    sim.script("job-t", [Answer::throttling(), Answer::throttling(), Answer::Success]);
-    let r = run(&sim, "job-t", SignatureVersion::V3, &static_provider(), 7, Duration::from_secs(5)).await;
+    sim.script(
+        "job-t",
+        [Answer::throttling(), Answer::throttling(), Answer::Success],
+    );
+    let r = run(
+        &sim,
+        "job-t",
+        SignatureVersion::V3,
+        &static_provider(),
+        7,
+        Duration::from_secs(5),
+    )
+    .await;
     assert_eq!(r.result, Final::Succeeded);
     assert_eq!(r.attempts, 3);
     let calls = sim.executed_calls("job-t");
@@ -137,7 +172,15 @@ async fn throttled_twice_then_success() {
 async fn service_unavailable_is_retried() {
     let sim = sim().await;
     sim.script("job-u", [Answer::service_unavailable(), Answer::Success]);
-    let r = run(&sim, "job-u", SignatureVersion::V1, &static_provider(), 7, Duration::from_secs(5)).await;
+    let r = run(
+        &sim,
+        "job-u",
+        SignatureVersion::V1,
+        &static_provider(),
+        7,
+        Duration::from_secs(5),
+    )
+    .await;
     assert_eq!(r.result, Final::Succeeded);
     assert_eq!(sim.executed_calls("job-u").len(), 2);
 }
@@ -145,9 +188,23 @@ async fn service_unavailable_is_retried() {
 #[tokio::test]
 async fn retry_after_hint_is_a_floor() {
     let sim = sim().await;
-    sim.script("job-h", [Answer::throttling().with_retry_after_ms(400), Answer::Success]);
+    sim.script(
+        "job-h",
+        [
+            Answer::throttling().with_retry_after_ms(400),
+            Answer::Success,
+        ],
+    );
     let started = std::time::Instant::now();
-    let r = run(&sim, "job-h", SignatureVersion::V3, &static_provider(), 7, Duration::from_secs(5)).await;
+    let r = run(
+        &sim,
+        "job-h",
+        SignatureVersion::V3,
+        &static_provider(),
+        7,
+        Duration::from_secs(5),
+    )
+    .await;
     assert_eq!(r.result, Final::Succeeded);
     let calls = sim.executed_calls("job-h");
     assert_eq!(calls.len(), 2);
@@ -161,7 +218,15 @@ async fn retry_after_hint_is_a_floor() {
 async fn retries_exhausted_keeps_the_last_code() {
     let sim = sim().await;
     sim.script("job-x", (0..5).map(|_| Answer::throttling()));
-    let r = run(&sim, "job-x", SignatureVersion::V3, &static_provider(), 3, Duration::from_secs(5)).await;
+    let r = run(
+        &sim,
+        "job-x",
+        SignatureVersion::V3,
+        &static_provider(),
+        3,
+        Duration::from_secs(5),
+    )
+    .await;
     assert_eq!(r.result, Final::RetriesExhausted);
     assert_eq!(r.attempts, 3);
     assert_eq!(sim.executed_calls("job-x").len(), 3);
@@ -184,12 +249,26 @@ async fn dts_error_4xx_with_template_is_terminal() {
             dynamic_code: Some("403".into()),
         }],
     );
-    let r = run(&sim, "job-4", SignatureVersion::V3, &static_provider(), 7, Duration::from_secs(5)).await;
+    let r = run(
+        &sim,
+        "job-4",
+        SignatureVersion::V3,
+        &static_provider(),
+        7,
+        Duration::from_secs(5),
+    )
+    .await;
     assert_eq!(r.result, Final::Failed);
     assert_eq!(sim.executed_calls("job-4").len(), 1);
     let a = r.last.unwrap().answer().unwrap().clone();
-    assert_eq!(a.err_message.as_deref(), Some("The Value of Input Parameter %s is not valid."));
-    assert_eq!(a.rendered_message().as_deref(), Some("The Value of Input Parameter DtsJobId is not valid."));
+    assert_eq!(
+        a.err_message.as_deref(),
+        Some("The Value of Input Parameter %s is not valid.")
+    );
+    assert_eq!(
+        a.rendered_message().as_deref(),
+        Some("The Value of Input Parameter DtsJobId is not valid.")
+    );
     assert_eq!(a.dynamic_code.as_deref(), Some("403"));
     assert_eq!(a.http_status_code, Some(400));
 }
@@ -197,8 +276,23 @@ async fn dts_error_4xx_with_template_is_terminal() {
 #[tokio::test]
 async fn http_200_success_false_is_terminal() {
     let sim = sim().await;
-    sim.script("job-f", [Answer::dts_error("Forbidden.InstanceNotFound", "The job %s does not exist.", Some("job-f"))]);
-    let r = run(&sim, "job-f", SignatureVersion::V3, &static_provider(), 7, Duration::from_secs(5)).await;
+    sim.script(
+        "job-f",
+        [Answer::dts_error(
+            "Forbidden.InstanceNotFound",
+            "The job %s does not exist.",
+            Some("job-f"),
+        )],
+    );
+    let r = run(
+        &sim,
+        "job-f",
+        SignatureVersion::V3,
+        &static_provider(),
+        7,
+        Duration::from_secs(5),
+    )
+    .await;
     assert_eq!(r.result, Final::Failed);
     assert_eq!(sim.executed_calls("job-f").len(), 1);
     let out = r.last.unwrap();
@@ -210,7 +304,15 @@ async fn http_200_success_false_is_terminal() {
 async fn internal_error_is_unknown_and_not_retried() {
     let sim = sim().await;
     sim.script("job-500", [Answer::internal_error(), Answer::Success]);
-    let r = run(&sim, "job-500", SignatureVersion::V3, &static_provider(), 7, Duration::from_secs(5)).await;
+    let r = run(
+        &sim,
+        "job-500",
+        SignatureVersion::V3,
+        &static_provider(),
+        7,
+        Duration::from_secs(5),
+    )
+    .await;
     assert_eq!(r.result, Final::Unknown);
     assert_eq!(sim.executed_calls("job-500").len(), 1);
 }
@@ -218,12 +320,33 @@ async fn internal_error_is_unknown_and_not_retried() {
 #[tokio::test]
 async fn html_502_and_garbage_200_are_unknown() {
     let sim = sim().await;
-    sim.script("job-502", [Answer::raw(502, "text/html", "<html><body><h1>502 Bad Gateway</h1></body></html>")]);
-    sim.script("job-garbage", [Answer::raw(200, "application/json", "}}garbage{{")]);
+    sim.script(
+        "job-502",
+        [Answer::raw(
+            502,
+            "text/html",
+            "<html><body><h1>502 Bad Gateway</h1></body></html>",
+        )],
+    );
+    sim.script(
+        "job-garbage",
+        [Answer::raw(200, "application/json", "}}garbage{{")],
+    );
     for job in ["job-502", "job-garbage"] {
-        let r = run(&sim, job, SignatureVersion::V3, &static_provider(), 7, Duration::from_secs(5)).await;
+        let r = run(
+            &sim,
+            job,
+            SignatureVersion::V3,
+            &static_provider(),
+            7,
+            Duration::from_secs(5),
+        )
+        .await;
         assert_eq!(r.result, Final::Unknown, "{job}");
-        assert!(matches!(r.last, Some(AttemptOutcome::Unparseable { .. })), "{job}");
+        assert!(
+            matches!(r.last, Some(AttemptOutcome::Unparseable { .. })),
+            "{job}"
+        );
         assert_eq!(sim.executed_calls(job).len(), 1, "{job}");
     }
 }
@@ -231,10 +354,24 @@ async fn html_502_and_garbage_200_are_unknown() {
 #[tokio::test]
 async fn hang_past_the_timeout_is_unknown() {
     let sim = sim().await;
-    sim.script("job-hang", [Answer::hang(Duration::from_secs(3)), Answer::Success]);
-    let r = run(&sim, "job-hang", SignatureVersion::V3, &static_provider(), 7, Duration::from_millis(300)).await;
+    sim.script(
+        "job-hang",
+        [Answer::hang(Duration::from_secs(3)), Answer::Success],
+    );
+    let r = run(
+        &sim,
+        "job-hang",
+        SignatureVersion::V3,
+        &static_provider(),
+        7,
+        Duration::from_millis(300),
+    )
+    .await;
     assert_eq!(r.result, Final::Unknown);
-    assert!(matches!(r.last, Some(AttemptOutcome::Transport(TransportFailure::MaybeSent(_)))));
+    assert!(matches!(
+        r.last,
+        Some(AttemptOutcome::Transport(TransportFailure::MaybeSent(_)))
+    ));
     assert_eq!(sim.calls().len(), 1);
 }
 
@@ -242,7 +379,15 @@ async fn hang_past_the_timeout_is_unknown() {
 async fn dropped_connection_is_unknown() {
     let sim = sim().await;
     sim.script("job-drop", [Answer::Drop, Answer::Success]);
-    let r = run(&sim, "job-drop", SignatureVersion::V3, &static_provider(), 7, Duration::from_secs(5)).await;
+    let r = run(
+        &sim,
+        "job-drop",
+        SignatureVersion::V3,
+        &static_provider(),
+        7,
+        Duration::from_secs(5),
+    )
+    .await;
     assert_eq!(r.result, Final::Unknown, "{:?}", r.last);
     assert_eq!(sim.calls().len(), 1);
 }
@@ -265,12 +410,16 @@ async fn connection_refused_is_retried_then_exhausted() {
         signature_version: SignatureVersion::V3,
         context: SigningContext::fresh(),
     };
-    let out = c.send(&{
-        template.credentials = Credentials::new(ID, SECRET, None);
-        template.signed()
-    })
-    .await;
-    assert!(matches!(out, AttemptOutcome::Transport(TransportFailure::NotSent(_))), "{out:?}");
+    let out = c
+        .send(&{
+            template.credentials = Credentials::new(ID, SECRET, None);
+            template.signed()
+        })
+        .await;
+    assert!(
+        matches!(out, AttemptOutcome::Transport(TransportFailure::NotSent(_))),
+        "{out:?}"
+    );
     let r = run_attempts(
         &c,
         &static_provider(),
@@ -295,7 +444,15 @@ async fn wrong_secret_is_refused_once() {
     let sim = sim().await;
     for version in [SignatureVersion::V3, SignatureVersion::V1] {
         let provider = CredentialsProvider::Static(Credentials::new(ID, "not-the-secret", None));
-        let r = run(&sim, "job-sig", version, &provider, 7, Duration::from_secs(5)).await;
+        let r = run(
+            &sim,
+            "job-sig",
+            version,
+            &provider,
+            7,
+            Duration::from_secs(5),
+        )
+        .await;
         assert_eq!(r.result, Final::Failed);
         assert_eq!(
             r.last.unwrap().answer().unwrap().err_code.as_deref(),
@@ -304,16 +461,31 @@ async fn wrong_secret_is_refused_once() {
     }
     let calls = sim.calls();
     assert_eq!(calls.len(), 2);
-    assert!(calls.iter().all(|c| !c.executed && c.outcome == "SignatureDoesNotMatch"));
+    assert!(
+        calls
+            .iter()
+            .all(|c| !c.executed && c.outcome == "SignatureDoesNotMatch")
+    );
 }
 
 #[tokio::test]
 async fn unknown_access_key_is_terminal() {
     let sim = sim().await;
     let provider = CredentialsProvider::Static(Credentials::new("nobody", SECRET, None));
-    let r = run(&sim, "job-ak", SignatureVersion::V3, &provider, 7, Duration::from_secs(5)).await;
+    let r = run(
+        &sim,
+        "job-ak",
+        SignatureVersion::V3,
+        &provider,
+        7,
+        Duration::from_secs(5),
+    )
+    .await;
     assert_eq!(r.result, Final::Failed);
-    assert_eq!(r.last.unwrap().answer().unwrap().err_code.as_deref(), Some("InvalidAccessKeyId.NotFound"));
+    assert_eq!(
+        r.last.unwrap().answer().unwrap().err_code.as_deref(),
+        Some("InvalidAccessKeyId.NotFound")
+    );
     assert_eq!(sim.calls().len(), 1);
 }
 
@@ -327,7 +499,15 @@ async fn sts_token_is_signed_and_accepted() {
             "sts-secret",
             Some("CAIS+sts/token=with~odd*chars".into()),
         ));
-        let r = run(&sim, "job-sts", version, &provider, 7, Duration::from_secs(5)).await;
+        let r = run(
+            &sim,
+            "job-sts",
+            version,
+            &provider,
+            7,
+            Duration::from_secs(5),
+        )
+        .await;
         assert_eq!(r.result, Final::Succeeded, "{version:?}: {:?}", r.last);
     }
     let calls = sim.executed_calls("job-sts");
@@ -342,11 +522,23 @@ async fn expired_static_token_refreshes_once_then_fails() {
     sim.expire_token("tok-old");
     let provider =
         CredentialsProvider::Static(Credentials::new("STS.old", "s", Some("tok-old".into())));
-    let r = run(&sim, "job-exp", SignatureVersion::V3, &provider, 7, Duration::from_secs(5)).await;
+    let r = run(
+        &sim,
+        "job-exp",
+        SignatureVersion::V3,
+        &provider,
+        7,
+        Duration::from_secs(5),
+    )
+    .await;
     assert_eq!(r.result, Final::Failed);
     assert_eq!(r.attempts, 2, "one refresh, then the same error is final");
     assert_eq!(sim.calls().len(), 2);
-    assert!(sim.calls().iter().all(|c| c.outcome == "InvalidSecurityToken.Expired"));
+    assert!(
+        sim.calls()
+            .iter()
+            .all(|c| c.outcome == "InvalidSecurityToken.Expired")
+    );
 }
 
 fn rrsa(sim: &Simulator, token_file: &std::path::Path) -> CredentialsProvider {
@@ -375,25 +567,59 @@ async fn rrsa_via_sts_and_refresh_after_expiry() {
     sim.add_valid_oidc_token("oidc-token-2");
     let provider = rrsa(&sim, &token_file);
 
-    let r = run(&sim, "job-rrsa", SignatureVersion::V3, &provider, 7, Duration::from_secs(5)).await;
+    let r = run(
+        &sim,
+        "job-rrsa",
+        SignatureVersion::V3,
+        &provider,
+        7,
+        Duration::from_secs(5),
+    )
+    .await;
     assert_eq!(r.result, Final::Succeeded, "{:?}", r.last);
     assert_eq!(sim.sts_calls().len(), 1);
     // Cached: a second request does not go to STS again.
-    let r = run(&sim, "job-rrsa", SignatureVersion::V3, &provider, 7, Duration::from_secs(5)).await;
+    let r = run(
+        &sim,
+        "job-rrsa",
+        SignatureVersion::V3,
+        &provider,
+        7,
+        Duration::from_secs(5),
+    )
+    .await;
     assert_eq!(r.result, Final::Succeeded);
     assert_eq!(sim.sts_calls().len(), 1);
 
     // The token rotates on disk and the STS credentials expire: one refresh re-reads the file.
     std::fs::write(&token_file, "oidc-token-2").unwrap();
-    let issued = sim.executed_calls("job-rrsa")[0].access_key_id.clone().unwrap();
+    let issued = sim.executed_calls("job-rrsa")[0]
+        .access_key_id
+        .clone()
+        .unwrap();
     let token = sim
         .calls()
         .iter()
         .find(|c| c.access_key_id.as_deref() == Some(issued.as_str()))
-        .map(|c| c.headers.iter().find(|(k, _)| k == "x-acs-security-token").unwrap().1.clone())
+        .map(|c| {
+            c.headers
+                .iter()
+                .find(|(k, _)| k == "x-acs-security-token")
+                .unwrap()
+                .1
+                .clone()
+        })
         .unwrap();
     sim.expire_token(&token);
-    let r = run(&sim, "job-rrsa", SignatureVersion::V3, &provider, 7, Duration::from_secs(5)).await;
+    let r = run(
+        &sim,
+        "job-rrsa",
+        SignatureVersion::V3,
+        &provider,
+        7,
+        Duration::from_secs(5),
+    )
+    .await;
     assert_eq!(r.result, Final::Succeeded, "{:?}", r.last);
     assert_eq!(r.attempts, 2);
     let sts = sim.sts_calls();
@@ -415,7 +641,12 @@ async fn rrsa_refused_by_sts_is_an_error_before_any_dts_call() {
     sim.add_valid_oidc_token("the-valid-one");
     let provider = rrsa(&sim, &token_file);
     let c = client(Duration::from_secs(5));
-    let template = call(&sim, "job-r", SignatureVersion::V3, Credentials::new("", "", None));
+    let template = call(
+        &sim,
+        "job-r",
+        SignatureVersion::V3,
+        Credentials::new("", "", None),
+    );
     let err = run_attempts(
         &c,
         &provider,
@@ -429,7 +660,10 @@ async fn rrsa_refused_by_sts_is_an_error_before_any_dts_call() {
     .await
     .unwrap_err();
     assert!(err.to_string().contains("AssumeRoleWithOIDC"), "{err}");
-    assert!(!err.to_string().contains("not-valid"), "the token must not appear: {err}");
+    assert!(
+        !err.to_string().contains("not-valid"),
+        "the token must not appear: {err}"
+    );
     assert_eq!(sim.executed_calls("job-r").len(), 0);
     assert_eq!(sim.sts_calls().len(), 1);
 }

@@ -17,6 +17,18 @@ async fn sim() -> Simulator {
     s
 }
 
+/// Waits (bounded) until one request is held at the simulator's gate `name`.
+async fn wait_gate(sim: &Simulator, name: &str) {
+    tokio::time::timeout(T, sim.wait_for_gate_waiters(name, 1))
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "no call reached gate {name} within {T:?}; calls: {:?}",
+                sim.calls()
+            )
+        });
+}
+
 async fn patch_merge(client: &kube::Client, ns: &str, name: &str, v: serde_json::Value) {
     let api: Api<DtsJobReset> = Api::namespaced(client.clone(), ns);
     api.patch(name, &PatchParams::default(), &Patch::Merge(v))
@@ -45,31 +57,67 @@ async fn happy_path_status_conditions_events_columns_metrics() {
     assert_eq!(req.dts_job_id, "job-happy");
     assert_eq!(req.region_id, "cn-hangzhou");
     assert_eq!(req.dts_instance_id.as_deref(), Some("dtsjobhappy"));
-    assert!(st.start_time.is_some() && st.last_attempt_time.is_some() && st.completion_time.is_some());
+    assert!(
+        st.start_time.is_some() && st.last_attempt_time.is_some() && st.completion_time.is_some()
+    );
     assert_eq!(st.claimed_by, None);
     let ready = condition(&o, "Ready").unwrap();
-    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "ResetSucceeded"));
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("True", "ResetSucceeded")
+    );
     assert_eq!(ready.observed_generation, o.metadata.generation);
     assert_eq!(condition(&o, "Reconciling").unwrap().status, "False");
     assert_eq!(condition(&o, "Stalled").unwrap().status, "False");
 
     let calls = sim.executed_calls("job-happy");
     assert_eq!(calls.len(), 1);
-    assert_eq!(calls[0].params.get("DtsInstanceId").map(String::as_str), Some("dtsjobhappy"));
+    assert_eq!(
+        calls[0].params.get("DtsInstanceId").map(String::as_str),
+        Some("dtsjobhappy")
+    );
     assert_eq!(calls[0].request_id, st.request_id);
 
     let evs = wait_event(&client, &ns, "happy", "ResetSucceeded", T).await;
-    assert!(evs.iter().any(|(t, r, _)| t == "Normal" && r == "ResetRequested"), "{evs:?}");
-    assert!(evs.iter().any(|(t, r, _)| t == "Normal" && r == "ResetSucceeded"), "{evs:?}");
+    assert!(
+        evs.iter()
+            .any(|(t, r, _)| t == "Normal" && r == "ResetRequested"),
+        "{evs:?}"
+    );
+    assert!(
+        evs.iter()
+            .any(|(t, r, _)| t == "Normal" && r == "ResetSucceeded"),
+        "{evs:?}"
+    );
 
     let (ok, out, err) = kubectl(&["get", "dtsreset", "-n", &ns]).await;
     assert!(ok, "{err}");
     let header = out.lines().next().unwrap();
-    for col in ["NAME", "JOB ID", "REGION", "PHASE", "SUCCESS", "REQUEST ID", "ATTEMPTS", "AGE"] {
+    for col in [
+        "NAME",
+        "JOB ID",
+        "REGION",
+        "PHASE",
+        "SUCCESS",
+        "REQUEST ID",
+        "ATTEMPTS",
+        "AGE",
+    ] {
         assert!(header.contains(col), "column {col} missing: {header}");
     }
-    assert!(out.contains("job-happy") && out.contains("Succeeded") && out.contains("true"), "{out}");
-    let (ok, _, err) = kubectl(&["wait", "--for=condition=Ready", "-n", &ns, "dtsjobreset/happy", "--timeout=10s"]).await;
+    assert!(
+        out.contains("job-happy") && out.contains("Succeeded") && out.contains("true"),
+        "{out}"
+    );
+    let (ok, _, err) = kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "-n",
+        &ns,
+        "dtsjobreset/happy",
+        "--timeout=10s",
+    ])
+    .await;
     assert!(ok, "kubectl wait: {err}");
 
     let (code, metrics) = op.admin_get("/metrics").await;
@@ -95,7 +143,10 @@ async fn throttled_twice_then_success_and_service_unavailable() {
     let (client, ns) = setup("throttle").await;
     let sim = sim().await;
     create_default_secret(&client, &ns).await;
-    sim.script("job-t", [Answer::throttling(), Answer::throttling(), Answer::Success]);
+    sim.script(
+        "job-t",
+        [Answer::throttling(), Answer::throttling(), Answer::Success],
+    );
     sim.script("job-u", [Answer::service_unavailable(), Answer::Success]);
     let op = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
     create(&client, &ns, "t", spec("job-t")).await;
@@ -111,10 +162,22 @@ async fn throttled_twice_then_success_and_service_unavailable() {
     assert!(calls[2].received_at > calls[0].received_at);
     assert_eq!(sim.executed_calls("job-u").len(), 2);
     let evs = events(&client, &ns, "t").await;
-    assert!(evs.iter().filter(|(t, r, _)| t == "Warning" && r == "ResetRetrying").count() >= 1, "{evs:?}");
+    assert!(
+        evs.iter()
+            .filter(|(t, r, _)| t == "Warning" && r == "ResetRetrying")
+            .count()
+            >= 1,
+        "{evs:?}"
+    );
     let (_, metrics) = op.admin_get("/metrics").await;
-    assert!(metrics.contains("dts_operator_retries_total{reason=\"Throttled\"} 2"), "{metrics}");
-    assert!(metrics.contains("dts_operator_retries_total{reason=\"ServiceUnavailable\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("dts_operator_retries_total{reason=\"Throttled\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("dts_operator_retries_total{reason=\"ServiceUnavailable\"} 1"),
+        "{metrics}"
+    );
     op.terminate().await;
 }
 
@@ -123,23 +186,51 @@ async fn retry_after_hint_is_durable_in_status() {
     let (client, ns) = setup("hint").await;
     let sim = sim().await;
     create_default_secret(&client, &ns).await;
-    sim.script("job-h", [Answer::throttling().with_retry_after_ms(3000), Answer::Success]);
+    sim.script(
+        "job-h",
+        [
+            Answer::throttling().with_retry_after_ms(3000),
+            Answer::Success,
+        ],
+    );
     let op = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
     create(&client, &ns, "h", spec("job-h")).await;
     let o = wait_phase(&client, &ns, "h", "Retrying", T).await;
     let st = o.status.unwrap();
     let next = st.next_attempt_time.unwrap().0;
     let last = st.last_attempt_time.unwrap().0;
-    assert!(next.duration_since(last) >= jiff::SignedDuration::from_millis(2900), "{last} → {next}");
-    assert_eq!(condition(&wait_phase(&client, &ns, "h", "Retrying", T).await, "Reconciling").unwrap().reason, "Throttled");
+    assert!(
+        next.duration_since(last) >= jiff::SignedDuration::from_millis(2900),
+        "{last} → {next}"
+    );
+    assert_eq!(
+        condition(
+            &wait_phase(&client, &ns, "h", "Retrying", T).await,
+            "Reconciling"
+        )
+        .unwrap()
+        .reason,
+        "Throttled"
+    );
     // An unrelated change does not skip the backoff.
-    patch_merge(&client, &ns, "h", serde_json::json!({"metadata": {"labels": {"touched": "yes"}}})).await;
+    patch_merge(
+        &client,
+        &ns,
+        "h",
+        serde_json::json!({"metadata": {"labels": {"touched": "yes"}}}),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(sim.executed_calls("job-h").len(), 1);
     wait_phase(&client, &ns, "h", "Succeeded", T).await;
     let calls = sim.executed_calls("job-h");
     assert_eq!(calls.len(), 2);
-    assert!(calls[1].received_at.duration_since(calls[0].received_at) >= jiff::SignedDuration::from_millis(2900));
+    let gap = calls[1].received_at.duration_since(calls[0].received_at);
+    assert!(
+        gap >= jiff::SignedDuration::from_millis(2900),
+        "gap {gap:?}\n{}",
+        op.logs()
+    );
     op.terminate().await;
 }
 
@@ -158,7 +249,10 @@ async fn retries_exhausted_is_failed() {
     assert_eq!(st.attempts, Some(3));
     assert_eq!(st.err_code.as_deref(), Some("Throttling.User"));
     let stalled = condition(&o, "Stalled").unwrap();
-    assert_eq!((stalled.status.as_str(), stalled.reason.as_str()), ("True", "RetriesExhausted"));
+    assert_eq!(
+        (stalled.status.as_str(), stalled.reason.as_str()),
+        ("True", "RetriesExhausted")
+    );
     assert_eq!(sim.executed_calls("job-x").len(), 3);
     wait_event(&client, &ns, "x", "ResetFailed", T).await;
     op.terminate().await;
@@ -179,20 +273,36 @@ async fn terminal_answers_fail_after_one_call() {
             dynamic_code: Some("403".into()),
         }],
     );
-    sim.script("job-200", [Answer::dts_error("Forbidden.InstanceNotFound", "The job %s does not exist.", Some("job-200"))]);
+    sim.script(
+        "job-200",
+        [Answer::dts_error(
+            "Forbidden.InstanceNotFound",
+            "The job %s does not exist.",
+            Some("job-200"),
+        )],
+    );
     let op = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
     create(&client, &ns, "a", spec("job-4xx")).await;
     create(&client, &ns, "b", spec("job-200")).await;
     let a = wait_phase(&client, &ns, "a", "Failed", T).await;
     let st = a.status.clone().unwrap();
     assert_eq!(st.err_code.as_deref(), Some("InvalidParameter"));
-    assert_eq!(st.err_message.as_deref(), Some("The Value of Input Parameter %s is not valid."), "as returned");
+    assert_eq!(
+        st.err_message.as_deref(),
+        Some("The Value of Input Parameter %s is not valid."),
+        "as returned"
+    );
     assert_eq!(st.dynamic_message.as_deref(), Some("DtsJobId"));
     assert_eq!(st.dynamic_code.as_deref(), Some("403"));
     assert_eq!(st.success, Some(false));
     let c = condition(&a, "Stalled").unwrap();
     assert_eq!(c.reason, "ResetFailed");
-    assert!(c.message.contains("The Value of Input Parameter DtsJobId is not valid."), "{}", c.message);
+    assert!(
+        c.message
+            .contains("The Value of Input Parameter DtsJobId is not valid."),
+        "{}",
+        c.message
+    );
     let b = wait_phase(&client, &ns, "b", "Failed", T).await;
     assert_eq!(b.status.as_ref().unwrap().http_status_code, Some(200));
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -207,8 +317,14 @@ async fn unknown_outcomes_are_never_retried() {
     let sim = sim().await;
     create_default_secret(&client, &ns).await;
     sim.script("job-500", [Answer::internal_error(), Answer::Success]);
-    sim.script("job-hang", [Answer::hang(Duration::from_secs(6)), Answer::Success]);
-    sim.script("job-junk", [Answer::raw(200, "text/plain", "garbage"), Answer::Success]);
+    sim.script(
+        "job-hang",
+        [Answer::hang(Duration::from_secs(6)), Answer::Success],
+    );
+    sim.script(
+        "job-junk",
+        [Answer::raw(200, "text/plain", "garbage"), Answer::Success],
+    );
     let op = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
     for (name, job) in [("a", "job-500"), ("b", "job-hang"), ("c", "job-junk")] {
         create(&client, &ns, name, spec(job)).await;
@@ -216,14 +332,26 @@ async fn unknown_outcomes_are_never_retried() {
     for (name, job) in [("a", "job-500"), ("b", "job-hang"), ("c", "job-junk")] {
         let o = wait_phase(&client, &ns, name, "Unknown", T).await;
         let c = condition(&o, "Stalled").unwrap();
-        assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "OutcomeUnknown"), "{name}");
-        assert!(c.message.contains("DTS console") && c.message.contains("dtsops.io/requested-at"), "{}", c.message);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "OutcomeUnknown"),
+            "{name}"
+        );
+        assert!(
+            c.message.contains("DTS console") && c.message.contains("dtsops.io/requested-at"),
+            "{}",
+            c.message
+        );
         wait_event(&client, &ns, name, "OutcomeUnknown", T).await;
         assert_eq!(sim.executed_calls(job).len(), 1, "{job}");
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     for job in ["job-500", "job-hang", "job-junk"] {
-        assert_eq!(sim.executed_calls(job).len(), 1, "{job} must not be retried");
+        assert_eq!(
+            sim.executed_calls(job).len(),
+            1,
+            "{job} must not be retried"
+        );
     }
     op.terminate().await;
 }
@@ -234,20 +362,35 @@ async fn expired_token_with_rotated_secret_refreshes_once() {
     let sim = sim().await;
     sim.add_sts_key("STS.old", "old-secret", "old-token");
     sim.add_sts_key("STS.new", "new-secret", "new-token");
-    sim.expire_token("old-token");
     create_secret(
         &client,
         &ns,
         "creds",
-        &[("accessKeyId", "STS.old"), ("accessKeySecret", "old-secret"), ("securityToken", "old-token")],
+        &[
+            ("accessKeyId", "STS.old"),
+            ("accessKeySecret", "old-secret"),
+            ("securityToken", "old-token"),
+        ],
     )
     .await;
-    // The gate holds the first call until the Secret is rotated.
-    sim.script("job-r", [Answer::gate("rotate", Answer::Success)]);
+    // The first call is held until the Secret has been rotated, then told its token expired.
+    sim.script(
+        "job-r",
+        [
+            Answer::gate(
+                "rotate",
+                Answer::gateway_error(
+                    403,
+                    "InvalidSecurityToken.Expired",
+                    "Specified SecurityToken is expired.",
+                ),
+            ),
+            Answer::Success,
+        ],
+    );
     let op = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
     create(&client, &ns, "r", spec("job-r")).await;
-    // First attempt is refused (expired) before it reaches the gate: rotate now.
-    wait_for(&client, &ns, "r", T, |_| sim.calls().iter().any(|c| c.outcome == "InvalidSecurityToken.Expired")).await;
+    wait_gate(&sim, "rotate").await;
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
     secrets
         .patch(
@@ -258,12 +401,50 @@ async fn expired_token_with_rotated_secret_refreshes_once() {
         .await
         .unwrap();
     sim.open_gate("rotate");
-    let o = wait_for(&client, &ns, "r", T, |o| phase(o).as_str() == "Succeeded" || phase(o).as_str() == "Failed").await;
+    let o = wait_for(&client, &ns, "r", T, |o| {
+        phase(o) == "Succeeded" || phase(o) == "Failed"
+    })
+    .await;
     assert_eq!(phase(&o), "Succeeded", "{:?}", o.status);
     assert_eq!(o.status.as_ref().unwrap().attempts, Some(2));
-    let calls = sim.calls();
-    assert_eq!(calls.len(), 2, "one refresh: {calls:?}");
-    assert_eq!(calls[1].access_key_id.as_deref(), Some("STS.new"));
+    let calls = sim.executed_calls("job-r");
+    assert_eq!(calls.len(), 2, "exactly one refresh");
+    assert_eq!(calls[0].access_key_id.as_deref(), Some("STS.old"));
+    assert_eq!(
+        calls[1].access_key_id.as_deref(),
+        Some("STS.new"),
+        "the Secret is read fresh"
+    );
+    op.terminate().await;
+}
+
+#[tokio::test]
+async fn expired_token_twice_is_failed() {
+    let (client, ns) = setup("expired").await;
+    let sim = sim().await;
+    sim.add_sts_key("STS.old", "old-secret", "old-token");
+    sim.expire_token("old-token");
+    create_secret(
+        &client,
+        &ns,
+        "creds",
+        &[
+            ("accessKeyId", "STS.old"),
+            ("accessKeySecret", "old-secret"),
+            ("securityToken", "old-token"),
+        ],
+    )
+    .await;
+    let op = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
+    create(&client, &ns, "e", spec("job-e")).await;
+    let o = wait_phase(&client, &ns, "e", "Failed", T).await;
+    let st = o.status.clone().unwrap();
+    assert_eq!(st.attempts, Some(2));
+    assert_eq!(st.err_code.as_deref(), Some("InvalidSecurityToken.Expired"));
+    assert_eq!(st.credentials_refreshed, Some(true));
+    assert_eq!(condition(&o, "Stalled").unwrap().reason, "ResetFailed");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sim.calls().len(), 2);
     op.terminate().await;
 }
 
@@ -291,7 +472,13 @@ async fn new_request_only_on_call_parameters_or_annotation() {
     let (client, ns) = setup("trigger").await;
     let sim = sim().await;
     create_default_secret(&client, &ns).await;
-    create_secret(&client, &ns, "creds2", &[("accessKeyId", AK_ID), ("accessKeySecret", AK_SECRET)]).await;
+    create_secret(
+        &client,
+        &ns,
+        "creds2",
+        &[("accessKeyId", AK_ID), ("accessKeySecret", AK_SECRET)],
+    )
+    .await;
     let op = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
     create(&client, &ns, "p", spec("job-p1")).await;
     wait_phase(&client, &ns, "p", "Succeeded", T).await;
@@ -312,21 +499,44 @@ async fn new_request_only_on_call_parameters_or_annotation() {
     assert_eq!(sim.calls().len(), 1, "no call for non-request changes");
 
     // A call parameter: one new call.
-    patch_merge(&client, &ns, "p", serde_json::json!({"spec": {"synchronizationDirection": "Reverse"}})).await;
+    patch_merge(
+        &client,
+        &ns,
+        "p",
+        serde_json::json!({"spec": {"synchronizationDirection": "Reverse"}}),
+    )
+    .await;
     wait_for(&client, &ns, "p", T, |o| {
         phase(o) == "Succeeded"
-            && o.status.as_ref().and_then(|s| s.request.as_ref()).and_then(|r| r.synchronization_direction.as_deref()) == Some("Reverse")
+            && o.status
+                .as_ref()
+                .and_then(|s| s.request.as_ref())
+                .and_then(|r| r.synchronization_direction.as_deref())
+                == Some("Reverse")
     })
     .await;
     assert_eq!(sim.executed_calls("job-p1").len(), 2);
     let last = sim.executed_calls("job-p1").pop().unwrap();
-    assert_eq!(last.params.get("SynchronizationDirection").map(String::as_str), Some("Reverse"));
-    assert_eq!(last.style, dts_simulator::Style::V1, "signatureVersion is used for the next request");
+    assert_eq!(
+        last.params
+            .get("SynchronizationDirection")
+            .map(String::as_str),
+        Some("Reverse")
+    );
+    assert_eq!(
+        last.style,
+        dts_simulator::Style::V1,
+        "signatureVersion is used for the next request"
+    );
 
     // The annotation: one new call with the same parameters.
     patch_merge(&client, &ns, "p", serde_json::json!({"metadata": {"annotations": {"dtsops.io/requested-at": "2026-11-28T10:00:00Z"}}})).await;
     let o = wait_for(&client, &ns, "p", T, |o| {
-        phase(o) == "Succeeded" && o.status.as_ref().and_then(|s| s.last_handled_request.as_deref()) == Some("2026-11-28T10:00:00Z")
+        phase(o) == "Succeeded"
+            && o.status
+                .as_ref()
+                .and_then(|s| s.last_handled_request.as_deref())
+                == Some("2026-11-28T10:00:00Z")
     })
     .await;
     assert_eq!(o.status.as_ref().unwrap().attempts, Some(1));
@@ -340,10 +550,13 @@ async fn two_resources_for_one_job_never_overlap() {
     let (client, ns) = setup("overlap").await;
     let sim = sim().await;
     create_default_secret(&client, &ns).await;
-    sim.script("job-o", [Answer::gate("first", Answer::Success), Answer::Success]);
+    sim.script(
+        "job-o",
+        [Answer::gate("first", Answer::Success), Answer::Success],
+    );
     let op = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
     create(&client, &ns, "one", spec("job-o")).await;
-    sim.wait_for_gate_waiters("first", 1).await;
+    wait_gate(&sim, "first").await;
     create(&client, &ns, "two", spec("job-o")).await;
     let two = wait_for(&client, &ns, "two", T, |o| {
         condition(o, "Reconciling").is_some_and(|c| c.reason == "ConcurrentRequest")
@@ -367,7 +580,7 @@ async fn graceful_restart_while_in_flight_records_the_answer() {
     sim.script("job-g", [Answer::gate("g", Answer::Success)]);
     let op = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
     create(&client, &ns, "g", spec("job-g")).await;
-    sim.wait_for_gate_waiters("g", 1).await;
+    wait_gate(&sim, "g").await;
     let running = wait_phase(&client, &ns, "g", "Running", T).await;
     assert!(running.status.as_ref().unwrap().claimed_by.is_some());
     // SIGTERM while the call is in flight; the answer arrives during the shutdown window.
@@ -395,10 +608,13 @@ async fn abrupt_crash_while_in_flight_is_reported_unknown() {
     let (client, ns) = setup("crash").await;
     let sim = sim().await;
     create_default_secret(&client, &ns).await;
-    sim.script("job-c", [Answer::gate("c", Answer::Success), Answer::Success]);
+    sim.script(
+        "job-c",
+        [Answer::gate("c", Answer::Success), Answer::Success],
+    );
     let op = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
     create(&client, &ns, "c", spec("job-c")).await;
-    sim.wait_for_gate_waiters("c", 1).await;
+    wait_gate(&sim, "c").await;
     op.kill().await;
     sim.open_gate("c");
     // The claim stays; a new controller waits for its deadline, then reports Unknown.
@@ -417,7 +633,13 @@ async fn restart_during_backoff_keeps_the_schedule_and_after_success_sends_nothi
     let (client, ns) = setup("backoff").await;
     let sim = sim().await;
     create_default_secret(&client, &ns).await;
-    sim.script("job-b", [Answer::throttling().with_retry_after_ms(2500), Answer::Success]);
+    sim.script(
+        "job-b",
+        [
+            Answer::throttling().with_retry_after_ms(2500),
+            Answer::Success,
+        ],
+    );
     let op = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
     create(&client, &ns, "b", spec("job-b")).await;
     wait_phase(&client, &ns, "b", "Retrying", T).await;
@@ -427,7 +649,10 @@ async fn restart_during_backoff_keeps_the_schedule_and_after_success_sends_nothi
     assert_eq!(o.status.as_ref().unwrap().attempts, Some(2));
     let calls = sim.executed_calls("job-b");
     assert_eq!(calls.len(), 2);
-    assert!(calls[1].received_at.duration_since(calls[0].received_at) >= jiff::SignedDuration::from_millis(2400));
+    assert!(
+        calls[1].received_at.duration_since(calls[0].received_at)
+            >= jiff::SignedDuration::from_millis(2400)
+    );
     op2.kill().await;
     let op3 = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -476,7 +701,8 @@ async fn leader_election_only_the_leader_acts_and_a_standby_takes_over() {
     create_default_secret(&client, &ns).await;
     let leader = Operator::start(leader_opts(&ns, &sim.url())).await;
     // Wait until the first one holds the lease before starting the standby.
-    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), &ns);
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), &ns);
     for _ in 0..100 {
         if leases.get_opt("dts-operator").await.unwrap().is_some() {
             break;
@@ -490,13 +716,20 @@ async fn leader_election_only_the_leader_acts_and_a_standby_takes_over() {
     assert!(m.contains("dts_operator_leader 1"), "{m}");
     create(&client, &ns, "l1", spec("job-l1")).await;
     wait_phase(&client, &ns, "l1", "Succeeded", T).await;
-    assert!(!standby.logs().contains("ResetDtsJob answered"), "the standby must not act");
+    assert!(
+        !standby.logs().contains("ResetDtsJob answered"),
+        "the standby must not act"
+    );
     // Crash the leader: the standby takes over after the lease expires.
     let killed_at = std::time::Instant::now();
     leader.kill().await;
     create(&client, &ns, "l2", spec("job-l2")).await;
     wait_phase(&client, &ns, "l2", "Succeeded", T).await;
-    assert!(killed_at.elapsed() < Duration::from_secs(15), "failover took {:?}", killed_at.elapsed());
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(15),
+        "failover took {:?}",
+        killed_at.elapsed()
+    );
     let (_, m) = standby.admin_get("/metrics").await;
     assert!(m.contains("dts_operator_leader 1"), "{m}");
     assert_eq!(sim.executed_calls("job-l1").len(), 1);
@@ -532,15 +765,42 @@ async fn invalid_resources_are_refused_with_the_field_named() {
         (serde_json::json!({"dtsJobId": ""}), "dtsJobId"),
         (serde_json::json!({"dtsJobId": "has space"}), "dtsJobId"),
         (serde_json::json!({"dtsJobId": "x".repeat(65)}), "dtsJobId"),
-        (serde_json::json!({"dtsJobId": "j", "synchronizationDirection": "Sideways"}), "synchronizationDirection"),
-        (serde_json::json!({"dtsJobId": "j", "signatureVersion": "v2"}), "signatureVersion"),
-        (serde_json::json!({"dtsJobId": "j", "regionId": "Hangzhou"}), "regionId"),
-        (serde_json::json!({"dtsJobId": "j", "backoffLimit": -1}), "backoffLimit"),
-        (serde_json::json!({"dtsJobId": "j", "ttlSecondsAfterFinished": -5}), "ttlSecondsAfterFinished"),
-        (serde_json::json!({"dtsJobId": "j", "endpoint": "http://dts.aliyuncs.com"}), "endpoint"),
-        (serde_json::json!({"dtsJobId": "j", "endpoint": "https://dts.aliyuncs.com/path"}), "endpoint"),
-        (serde_json::json!({"dtsJobId": "j", "credentials": {"secretRef": {}}}), "name"),
-        (serde_json::json!({"dtsJobId": "j", "credentials": {"secretRef": {"name": "Bad_Name"}}}), "name"),
+        (
+            serde_json::json!({"dtsJobId": "j", "synchronizationDirection": "Sideways"}),
+            "synchronizationDirection",
+        ),
+        (
+            serde_json::json!({"dtsJobId": "j", "signatureVersion": "v2"}),
+            "signatureVersion",
+        ),
+        (
+            serde_json::json!({"dtsJobId": "j", "regionId": "Hangzhou"}),
+            "regionId",
+        ),
+        (
+            serde_json::json!({"dtsJobId": "j", "backoffLimit": -1}),
+            "backoffLimit",
+        ),
+        (
+            serde_json::json!({"dtsJobId": "j", "ttlSecondsAfterFinished": -5}),
+            "ttlSecondsAfterFinished",
+        ),
+        (
+            serde_json::json!({"dtsJobId": "j", "endpoint": "http://dts.aliyuncs.com"}),
+            "endpoint",
+        ),
+        (
+            serde_json::json!({"dtsJobId": "j", "endpoint": "https://dts.aliyuncs.com/path"}),
+            "endpoint",
+        ),
+        (
+            serde_json::json!({"dtsJobId": "j", "credentials": {"secretRef": {}}}),
+            "name",
+        ),
+        (
+            serde_json::json!({"dtsJobId": "j", "credentials": {"secretRef": {"name": "Bad_Name"}}}),
+            "name",
+        ),
     ];
     for (i, (spec, field)) in cases.into_iter().enumerate() {
         let obj = serde_json::json!({
@@ -552,13 +812,25 @@ async fn invalid_resources_are_refused_with_the_field_named() {
         let dynamic: Api<DynamicObject> =
             Api::namespaced_with(client.clone(), &ns, &ApiResource::erase::<DtsJobReset>(&()));
         let err = dynamic
-            .create(&PostParams::default(), &serde_json::from_value(obj.clone()).unwrap())
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(obj.clone()).unwrap(),
+            )
             .await
             .expect_err(&format!("case {i} must be refused: {obj}"));
         let msg = err.to_string();
-        assert!(msg.contains(field), "case {i}: message does not name {field}: {msg}");
+        assert!(
+            msg.contains(field),
+            "case {i}: message does not name {field}: {msg}"
+        );
     }
-    assert!(api.list(&Default::default()).await.unwrap().items.is_empty());
+    assert!(
+        api.list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
     // Strict field validation refuses a namespace in the Secret reference.
     let (ok, _, err) = kubectl_apply_strict(&ns, r#"{"apiVersion":"dtsops.io/v1alpha1","kind":"DtsJobReset","metadata":{"name":"other-ns"},"spec":{"dtsJobId":"j","credentials":{"secretRef":{"name":"creds","namespace":"kube-system"}}}}"#).await;
     assert!(!ok, "a Secret in another namespace cannot be named");
@@ -569,7 +841,15 @@ async fn kubectl_apply_strict(ns: &str, json: &str) -> (bool, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("r.json");
     std::fs::write(&f, json).unwrap();
-    kubectl(&["apply", "--validate=strict", "-n", ns, "-f", f.to_str().unwrap()]).await
+    kubectl(&[
+        "apply",
+        "--validate=strict",
+        "-n",
+        ns,
+        "-f",
+        f.to_str().unwrap(),
+    ])
+    .await
 }
 
 #[tokio::test]
@@ -597,7 +877,8 @@ async fn default_credentials_only_for_allowed_namespaces() {
     create(&client, &other, "refused", no_secret("job-refused")).await;
     wait_phase(&client, &ns, "allowed", "Succeeded", T).await;
     let o = wait_for(&client, &other, "refused", T, |o| {
-        condition(o, "Stalled").is_some_and(|c| c.status == "True" && c.reason == "CredentialsUnavailable")
+        condition(o, "Stalled")
+            .is_some_and(|c| c.status == "True" && c.reason == "CredentialsUnavailable")
     })
     .await;
     assert_eq!(phase(&o), "Pending");
@@ -617,7 +898,11 @@ async fn secrets_never_reach_logs_events_status_or_metrics() {
         &client,
         &ns,
         "creds",
-        &[("accessKeyId", "STS.op"), ("accessKeySecret", AK_SECRET), ("securityToken", token)],
+        &[
+            ("accessKeyId", "STS.op"),
+            ("accessKeySecret", AK_SECRET),
+            ("securityToken", token),
+        ],
     )
     .await;
     sim.script("job-s1", [Answer::throttling(), Answer::Success]);
@@ -636,12 +921,24 @@ async fn secrets_never_reach_logs_events_status_or_metrics() {
     let (_, metrics) = op.admin_get("/metrics").await;
     let logs = op.logs();
     assert!(logs.lines().count() > 20, "trace logging is on");
-    assert!(logs.lines().filter(|l| !l.trim().is_empty()).all(|l| l.trim_start().starts_with('{')), "json logs");
+    assert!(
+        logs.lines()
+            .filter(|l| !l.trim().is_empty())
+            .all(|l| l.trim_start().starts_with('{')),
+        "json logs"
+    );
     let api: Api<DtsJobReset> = Api::namespaced(client.clone(), &ns);
-    let statuses = serde_json::to_string(&api.list(&Default::default()).await.unwrap().items).unwrap();
-    let evs = format!("{:?}", events(&client, &ns, "s1").await) + &format!("{:?}", events(&client, &ns, "s2").await);
+    let statuses =
+        serde_json::to_string(&api.list(&Default::default()).await.unwrap().items).unwrap();
+    let evs = format!("{:?}", events(&client, &ns, "s1").await)
+        + &format!("{:?}", events(&client, &ns, "s2").await);
     let enc_token = "CAIS%2Bop%2Ftoken";
-    for (what, text) in [("logs", &logs), ("metrics", &metrics), ("status", &statuses), ("events", &evs)] {
+    for (what, text) in [
+        ("logs", &logs),
+        ("metrics", &metrics),
+        ("status", &statuses),
+        ("events", &evs),
+    ] {
         for secret in [AK_SECRET, token, enc_token] {
             assert!(!text.contains(secret), "{secret:?} leaked into {what}");
         }

@@ -21,7 +21,12 @@ struct Run {
 impl Run {
     fn json(&self) -> Value {
         let lines: Vec<&str> = self.stdout.lines().collect();
-        assert_eq!(lines.len(), 1, "exactly one line on stdout: {:?}", self.stdout);
+        assert_eq!(
+            lines.len(),
+            1,
+            "exactly one line on stdout: {:?}",
+            self.stdout
+        );
         serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("{e}: {}", lines[0]))
     }
 }
@@ -70,7 +75,16 @@ async fn success_prints_one_json_line_and_exits_0() {
     let sim = sim().await;
     let url = sim.url();
     let run = reset(
-        &["--job-id", "l3m1213ye7l****", "--endpoint", &url, "--direction", "Forward", "--instance-id", "dtsl3m1213ye7l****"],
+        &[
+            "--job-id",
+            "l3m1213ye7l****",
+            "--endpoint",
+            &url,
+            "--direction",
+            "Forward",
+            "--instance-id",
+            "dtsl3m1213ye7l****",
+        ],
         &creds(),
     )
     .await;
@@ -91,10 +105,24 @@ async fn success_prints_one_json_line_and_exits_0() {
 #[tokio::test]
 async fn throttled_then_success_with_v1() {
     let sim = sim().await;
-    sim.script("job-t", [Answer::throttling(), Answer::throttling(), Answer::Success]);
+    sim.script(
+        "job-t",
+        [Answer::throttling(), Answer::throttling(), Answer::Success],
+    );
     let url = sim.url();
     let run = reset(
-        &["--job-id", "job-t", "--endpoint", &url, "--signature-version", "v1", "--backoff-initial", "10ms", "--backoff-max", "50ms"],
+        &[
+            "--job-id",
+            "job-t",
+            "--endpoint",
+            &url,
+            "--signature-version",
+            "v1",
+            "--backoff-initial",
+            "10ms",
+            "--backoff-max",
+            "50ms",
+        ],
         &creds(),
     )
     .await;
@@ -123,13 +151,21 @@ async fn terminal_error_exits_1_with_the_answer() {
     let v = run.json();
     assert_eq!(v["outcome"], "failed");
     assert_eq!(v["errCode"], "InvalidParameter");
-    assert_eq!(v["errMessage"], "The Value of Input Parameter %s is not valid.");
+    assert_eq!(
+        v["errMessage"],
+        "The Value of Input Parameter %s is not valid."
+    );
     assert_eq!(v["dynamicMessage"], "DtsJobId");
     assert_eq!(v["dynamicCode"], "403");
     assert_eq!(v["httpStatusCode"], 400);
     assert_eq!(v["success"], false);
     assert_eq!(sim.executed_calls("job-4").len(), 1);
-    assert!(run.stderr.contains("The Value of Input Parameter DtsJobId is not valid."), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("The Value of Input Parameter DtsJobId is not valid."),
+        "{}",
+        run.stderr
+    );
 }
 
 #[tokio::test]
@@ -138,7 +174,18 @@ async fn retries_exhausted_exits_1() {
     sim.script("job-x", (0..3).map(|_| Answer::service_unavailable()));
     let url = sim.url();
     let run = reset(
-        &["--job-id", "job-x", "--endpoint", &url, "--max-attempts", "3", "--backoff-initial", "5ms", "--backoff-max", "10ms"],
+        &[
+            "--job-id",
+            "job-x",
+            "--endpoint",
+            &url,
+            "--max-attempts",
+            "3",
+            "--backoff-initial",
+            "5ms",
+            "--backoff-max",
+            "10ms",
+        ],
         &creds(),
     )
     .await;
@@ -153,10 +200,17 @@ async fn retries_exhausted_exits_1() {
 async fn unknown_outcomes_exit_3_after_one_call() {
     let sim = sim().await;
     sim.script("job-500", [Answer::internal_error()]);
-    sim.script("job-502", [Answer::raw(502, "text/html", "<html>bad gateway</html>")]);
+    sim.script(
+        "job-502",
+        [Answer::raw(502, "text/html", "<html>bad gateway</html>")],
+    );
     sim.script("job-hang", [Answer::hang(Duration::from_secs(5))]);
     let url = sim.url();
-    for (job, extra) in [("job-500", None), ("job-502", None), ("job-hang", Some("300ms"))] {
+    for (job, extra) in [
+        ("job-500", None),
+        ("job-502", None),
+        ("job-hang", Some("300ms")),
+    ] {
         let mut args = vec!["--job-id", job, "--endpoint", &url];
         if let Some(t) = extra {
             args.extend(["--timeout", t]);
@@ -177,15 +231,38 @@ async fn usage_and_configuration_errors_exit_2_and_send_nothing() {
     let run = reset(&["--job-id", "j", "--endpoint", &url], &[]).await;
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stdout.is_empty());
-    assert!(run.stderr.contains("ALIBABA_CLOUD_ACCESS_KEY_ID"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("ALIBABA_CLOUD_ACCESS_KEY_ID"),
+        "{}",
+        run.stderr
+    );
     // Plain http to a remote host.
-    let run = reset(&["--job-id", "j", "--endpoint", "http://dts.aliyuncs.com"], &creds()).await;
+    let run = reset(
+        &["--job-id", "j", "--endpoint", "http://dts.aliyuncs.com"],
+        &creds(),
+    )
+    .await;
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("http"), "{}", run.stderr);
     // Bad flag values.
-    assert_eq!(reset(&["--job-id", "j", "--timeout", "soon"], &creds()).await.code, 2);
-    assert_eq!(reset(&["--job-id", "j", "--direction", "Sideways"], &creds()).await.code, 2);
-    assert_eq!(reset(&["--job-id", "a b", "--endpoint", &url], &creds()).await.code, 2);
+    assert_eq!(
+        reset(&["--job-id", "j", "--timeout", "soon"], &creds())
+            .await
+            .code,
+        2
+    );
+    assert_eq!(
+        reset(&["--job-id", "j", "--direction", "Sideways"], &creds())
+            .await
+            .code,
+        2
+    );
+    assert_eq!(
+        reset(&["--job-id", "a b", "--endpoint", &url], &creds())
+            .await
+            .code,
+        2
+    );
     assert_eq!(reset(&[], &creds()).await.code, 2);
     assert_eq!(sim.calls().len(), 0);
 }
@@ -198,7 +275,15 @@ async fn dry_run_prints_the_signed_request_and_sends_nothing() {
     env.push(("ALIBABA_CLOUD_SECURITY_TOKEN", TOKEN));
     for version in ["v1", "v3"] {
         let run = reset(
-            &["--job-id", "job-d", "--endpoint", &url, "--dry-run", "--signature-version", version],
+            &[
+                "--job-id",
+                "job-d",
+                "--endpoint",
+                &url,
+                "--dry-run",
+                "--signature-version",
+                version,
+            ],
             &env,
         )
         .await;
@@ -207,7 +292,11 @@ async fn dry_run_prints_the_signed_request_and_sends_nothing() {
         assert_eq!(v["dryRun"], true);
         assert_eq!(v["method"], "POST");
         assert!(v["url"].as_str().unwrap().starts_with(&url));
-        assert!(run.stdout.contains("[redacted]"), "{version}: {}", run.stdout);
+        assert!(
+            run.stdout.contains("[redacted]"),
+            "{version}: {}",
+            run.stdout
+        );
         assert_no_secret(&run, &[SECRET, TOKEN, "CAIS%2Bcli"]);
     }
     assert_eq!(sim.calls().len(), 0);
@@ -258,11 +347,24 @@ async fn no_secret_in_any_output_at_trace_level() {
             sim.script("job-s", [Answer::throttling(), Answer::Success]);
             sim.script("job-e", [Answer::internal_error()]);
             let run = reset(
-                &["--job-id", job, "--endpoint", &url, "--signature-version", version, "--backoff-initial", "5ms"],
+                &[
+                    "--job-id",
+                    job,
+                    "--endpoint",
+                    &url,
+                    "--signature-version",
+                    version,
+                    "--backoff-initial",
+                    "5ms",
+                ],
                 &env,
             )
             .await;
-            assert!(run.code == 0 || run.code == 3, "{version} {job}: {}", run.stderr);
+            assert!(
+                run.code == 0 || run.code == 3,
+                "{version} {job}: {}",
+                run.stderr
+            );
             assert!(!run.stderr.is_empty(), "trace logging produced output");
             // The token's percent-encoded form (as in a V1 URL) must not leak either.
             assert_no_secret(&run, &[SECRET, TOKEN, "CAIS%2Bcli%2Fsecurity"]);

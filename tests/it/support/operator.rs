@@ -132,7 +132,9 @@ impl Operator {
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
         let mut child = cmd.spawn().expect("dts-operator starts");
         let log = Arc::new(Mutex::new(String::new()));
         for mut pipe in [
@@ -146,7 +148,9 @@ impl Operator {
                     if n == 0 {
                         break;
                     }
-                    log.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+                    log.lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
                 }
             });
         }
@@ -203,7 +207,6 @@ impl Operator {
         let mut child = self.child.take().unwrap();
         child.kill().await.unwrap();
     }
-
 }
 
 /// Minimal HTTP/1.0 GET over a raw socket (tokio has no HTTP client here; keeps tests free of
@@ -211,7 +214,10 @@ impl Operator {
 pub async fn http_get(url: &str) -> std::io::Result<(u16, String)> {
     use tokio::io::AsyncWriteExt;
     let rest = url.strip_prefix("http://").expect("http URL");
-    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let (host, path) = rest
+        .split_once('/')
+        .map(|(h, p)| (h, format!("/{p}")))
+        .unwrap_or((rest, "/".into()));
     let mut s = tokio::net::TcpStream::connect(host).await?;
     s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
         .await?;
@@ -223,7 +229,10 @@ pub async fn http_get(url: &str) -> std::io::Result<(u16, String)> {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((status, body))
 }
 
@@ -314,7 +323,13 @@ pub fn phase(o: &DtsJobReset) -> String {
 }
 
 /// Waits for a phase.
-pub async fn wait_phase(client: &Client, ns: &str, name: &str, want: &str, timeout: Duration) -> DtsJobReset {
+pub async fn wait_phase(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    want: &str,
+    timeout: Duration,
+) -> DtsJobReset {
     wait_for(client, ns, name, timeout, |o| phase(o) == want).await
 }
 
@@ -323,7 +338,11 @@ pub fn condition<'a>(
     o: &'a DtsJobReset,
     type_: &str,
 ) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-    o.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
+    o.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
 }
 
 /// Events about `name` in `ns` (events.k8s.io/v1), as (type, reason, note).
@@ -348,7 +367,13 @@ pub async fn events(client: &Client, ns: &str, name: &str) -> Vec<(String, Strin
 }
 
 /// Waits until an event with `reason` exists for `name`.
-pub async fn wait_event(client: &Client, ns: &str, name: &str, reason: &str, timeout: Duration) -> Vec<(String, String, String)> {
+pub async fn wait_event(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    reason: &str,
+    timeout: Duration,
+) -> Vec<(String, String, String)> {
     let start = std::time::Instant::now();
     loop {
         let evs = events(client, ns, name).await;

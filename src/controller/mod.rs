@@ -221,87 +221,82 @@ async fn reconcile_inner(obj: &DtsJobReset, ctx: &Context) -> Result<Action, Err
             None => return Ok(Action::await_change()),
         }
     }
-    for _ in 0..4 {
-        let desired = status::desired_request(&current, &ctx.config.default_region);
-        let st = current.status.clone().unwrap_or_default();
-        let generation = current.meta().generation;
-        let now = Timestamp::now();
-        let max = max_attempts(&current);
-        let step = decide(&Observed {
-            desired: &desired,
-            status: &st,
-            max_attempts: max,
-            ttl_seconds: current.spec.ttl_seconds_after_finished,
-            now,
-        });
-        tracing::debug!(?step, "decided");
-        match step {
-            Step::StartRequest => {
-                current = write_status(
-                    &api,
-                    &current,
-                    status::start_request(&st, &desired, generation, now),
-                )
-                .await?;
+    let desired = status::desired_request(&current, &ctx.config.default_region);
+    let st = current.status.clone().unwrap_or_default();
+    let generation = current.meta().generation;
+    let now = Timestamp::now();
+    let max = max_attempts(&current);
+    let step = decide(&Observed {
+        desired: &desired,
+        status: &st,
+        max_attempts: max,
+        ttl_seconds: current.spec.ttl_seconds_after_finished,
+        now,
+    });
+    tracing::debug!(?step, "decided");
+    match step {
+        // A new request goes straight to its first attempt: the request is recorded by the same
+        // write as the claim (or as the reason for waiting), one status write fewer.
+        Step::StartRequest => {
+            let base = status::start_request(&st, &desired, generation, now);
+            attempt(&api, current, desired, base, ctx).await
+        }
+        Step::Attempt => attempt(&api, current, desired, st, ctx).await,
+        Step::AwaitClaim(deadline) => Ok(requeue_at(deadline, now)),
+        Step::AbandonedClaim => {
+            let s = status::abandoned_claim(&st, generation, now);
+            let msg = stalled_message(&s);
+            write_status(&api, &current, s).await?;
+            ctx.event(
+                &current,
+                EventType::Warning,
+                event_reason::OUTCOME_UNKNOWN,
+                msg,
+            )
+            .await;
+            Ok(Action::await_change())
+        }
+        Step::WaitUntil(t) => {
+            observe_generation(&api, &current, &st, generation).await?;
+            Ok(requeue_at(t, now))
+        }
+        Step::Exhausted => {
+            let s = status::exhausted(&st, max, generation, now);
+            let msg = stalled_message(&s);
+            write_status(&api, &current, s).await?;
+            ctx.event(
+                &current,
+                EventType::Warning,
+                event_reason::RESET_FAILED,
+                msg,
+            )
+            .await;
+            Ok(Action::await_change())
+        }
+        Step::Idle => {
+            observe_generation(&api, &current, &st, generation).await?;
+            Ok(Action::await_change())
+        }
+        Step::DeleteAt(t) => {
+            observe_generation(&api, &current, &st, generation).await?;
+            Ok(requeue_at(t, now))
+        }
+        Step::Delete => {
+            let dp = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: current.uid(),
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            };
+            match api.delete(&current.name_any(), &dp).await {
+                Ok(_) => tracing::info!("deleted after ttlSecondsAfterFinished"),
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                Err(e) => return Err(e.into()),
             }
-            Step::AwaitClaim(deadline) => return Ok(requeue_at(deadline, now)),
-            Step::AbandonedClaim => {
-                let s = status::abandoned_claim(&st, generation, now);
-                let msg = stalled_message(&s);
-                write_status(&api, &current, s).await?;
-                ctx.event(
-                    &current,
-                    EventType::Warning,
-                    event_reason::OUTCOME_UNKNOWN,
-                    msg,
-                )
-                .await;
-                return Ok(Action::await_change());
-            }
-            Step::WaitUntil(t) => {
-                observe_generation(&api, &current, &st, generation).await?;
-                return Ok(requeue_at(t, now));
-            }
-            Step::Exhausted => {
-                let s = status::exhausted(&st, max, generation, now);
-                let msg = stalled_message(&s);
-                write_status(&api, &current, s).await?;
-                ctx.event(
-                    &current,
-                    EventType::Warning,
-                    event_reason::RESET_FAILED,
-                    msg,
-                )
-                .await;
-                return Ok(Action::await_change());
-            }
-            Step::Idle => {
-                observe_generation(&api, &current, &st, generation).await?;
-                return Ok(Action::await_change());
-            }
-            Step::DeleteAt(t) => {
-                observe_generation(&api, &current, &st, generation).await?;
-                return Ok(requeue_at(t, now));
-            }
-            Step::Delete => {
-                let dp = DeleteParams {
-                    preconditions: Some(Preconditions {
-                        uid: current.uid(),
-                        resource_version: None,
-                    }),
-                    ..DeleteParams::default()
-                };
-                match api.delete(&current.name_any(), &dp).await {
-                    Ok(_) => tracing::info!("deleted after ttlSecondsAfterFinished"),
-                    Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-                    Err(e) => return Err(e.into()),
-                }
-                return Ok(Action::await_change());
-            }
-            Step::Attempt => return attempt(&api, current, desired, ctx).await,
+            Ok(Action::await_change())
         }
     }
-    Ok(Action::requeue(Duration::from_millis(100)))
 }
 
 fn stalled_message(s: &DtsJobResetStatus) -> String {
@@ -324,17 +319,20 @@ async fn observe_generation(
     Ok(())
 }
 
-/// Writes a waiting status unless it is already exactly that; returns whether it changed.
+/// Writes a waiting status on top of `base` unless the stored status is already exactly that;
+/// returns whether it wrote.
 async fn wait_with(
     api: &Api<DtsJobReset>,
     obj: &DtsJobReset,
+    base: &DtsJobResetStatus,
     why: &str,
     message: &str,
     stalled: bool,
 ) -> Result<bool, Error> {
-    let st = obj.status.clone().unwrap_or_default();
+    let st = base.clone();
     let generation = obj.meta().generation;
-    let same = st.phase == Some(Phase::Pending)
+    let same = obj.status.as_ref() == Some(base)
+        && st.phase == Some(Phase::Pending)
         && st.observed_generation == generation
         && st
             .conditions
@@ -349,10 +347,12 @@ async fn wait_with(
     Ok(true)
 }
 
+/// One attempt, from `base` (the stored status, or a new request's): checks, claim, call, record.
 async fn attempt(
     api: &Api<DtsJobReset>,
     obj: DtsJobReset,
     desired: RequestRecord,
+    base: DtsJobResetStatus,
     ctx: &Context,
 ) -> Result<Action, Error> {
     if ctx.stopping.load(Ordering::SeqCst) {
@@ -370,7 +370,7 @@ async fn attempt(
     ) {
         Ok(e) => e,
         Err(msg) => {
-            wait_with(api, &obj, reason::INVALID_SPEC, &msg, true).await?;
+            wait_with(api, &obj, &base, reason::INVALID_SPEC, &msg, true).await?;
             return Ok(Action::await_change());
         }
     };
@@ -391,18 +391,33 @@ async fn attempt(
             let msg = problem.message();
             return match problem {
                 CredentialsProblem::SecretNotFound(_) => {
-                    wait_with(api, &obj, reason::WAITING_FOR_SECRET, &msg, false).await?;
+                    wait_with(api, &obj, &base, reason::WAITING_FOR_SECRET, &msg, false).await?;
                     Ok(Action::requeue(SECRET_RECHECK))
                 }
                 CredentialsProblem::Transient(_) => {
-                    wait_with(api, &obj, reason::CREDENTIALS_UNAVAILABLE, &msg, false).await?;
+                    wait_with(
+                        api,
+                        &obj,
+                        &base,
+                        reason::CREDENTIALS_UNAVAILABLE,
+                        &msg,
+                        false,
+                    )
+                    .await?;
                     Ok(Action::requeue(Duration::from_secs(10)))
                 }
                 CredentialsProblem::SecretInvalid(_)
                 | CredentialsProblem::DefaultsNotPermitted(_)
                 | CredentialsProblem::NoDefaults => {
-                    let changed =
-                        wait_with(api, &obj, reason::CREDENTIALS_UNAVAILABLE, &msg, true).await?;
+                    let changed = wait_with(
+                        api,
+                        &obj,
+                        &base,
+                        reason::CREDENTIALS_UNAVAILABLE,
+                        &msg,
+                        true,
+                    )
+                    .await?;
                     if changed {
                         ctx.event(
                             &obj,
@@ -444,7 +459,7 @@ async fn attempt(
                 "Waiting: {who} has a ResetDtsJob call in flight for job {} in {}",
                 key.1, key.0
             );
-            wait_with(api, &obj, reason::CONCURRENT_REQUEST, &msg, false).await?;
+            wait_with(api, &obj, &base, reason::CONCURRENT_REQUEST, &msg, false).await?;
             return Ok(Action::requeue(Duration::from_secs(1)));
         }
     };
@@ -457,7 +472,7 @@ async fn attempt(
     }
 
     // 5. The claim: accepted only if nobody wrote since we read.
-    let st = obj.status.clone().unwrap_or_default();
+    let st = base;
     let generation = obj.meta().generation;
     let max = max_attempts(&obj);
     let now = Timestamp::now();

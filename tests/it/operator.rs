@@ -18,13 +18,14 @@ async fn sim() -> Simulator {
 }
 
 /// Waits (bounded) until one request is held at the simulator's gate `name`.
-async fn wait_gate(sim: &Simulator, name: &str) {
+async fn wait_gate(sim: &Simulator, name: &str, op: &Operator) {
     tokio::time::timeout(T, sim.wait_for_gate_waiters(name, 1))
         .await
         .unwrap_or_else(|_| {
             panic!(
-                "no call reached gate {name} within {T:?}; calls: {:?}",
-                sim.calls()
+                "no call reached gate {name} within {T:?}; calls: {:?}\noperator log:\n{}",
+                sim.calls(),
+                op.logs()
             )
         });
 }
@@ -390,7 +391,7 @@ async fn expired_token_with_rotated_secret_refreshes_once() {
     );
     let op = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
     create(&client, &ns, "r", spec("job-r")).await;
-    wait_gate(&sim, "rotate").await;
+    wait_gate(&sim, "rotate", &op).await;
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
     secrets
         .patch(
@@ -556,7 +557,7 @@ async fn two_resources_for_one_job_never_overlap() {
     );
     let op = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
     create(&client, &ns, "one", spec("job-o")).await;
-    wait_gate(&sim, "first").await;
+    wait_gate(&sim, "first", &op).await;
     create(&client, &ns, "two", spec("job-o")).await;
     let two = wait_for(&client, &ns, "two", T, |o| {
         condition(o, "Reconciling").is_some_and(|c| c.reason == "ConcurrentRequest")
@@ -580,7 +581,7 @@ async fn graceful_restart_while_in_flight_records_the_answer() {
     sim.script("job-g", [Answer::gate("g", Answer::Success)]);
     let op = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
     create(&client, &ns, "g", spec("job-g")).await;
-    wait_gate(&sim, "g").await;
+    wait_gate(&sim, "g", &op).await;
     let running = wait_phase(&client, &ns, "g", "Running", T).await;
     assert!(running.status.as_ref().unwrap().claimed_by.is_some());
     // SIGTERM while the call is in flight; the answer arrives during the shutdown window.
@@ -614,7 +615,7 @@ async fn abrupt_crash_while_in_flight_is_reported_unknown() {
     );
     let op = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
     create(&client, &ns, "c", spec("job-c")).await;
-    wait_gate(&sim, "c").await;
+    wait_gate(&sim, "c", &op).await;
     op.kill().await;
     sim.open_gate("c");
     // The claim stays; a new controller waits for its deadline, then reports Unknown.
@@ -685,7 +686,7 @@ async fn two_controllers_without_leader_election_send_one_call() {
     b.terminate().await;
 }
 
-fn leader_opts<'a>(ns: &'a str, url: &str) -> OperatorOptions<'a> {
+fn leader_opts(ns: &str, url: &str) -> OperatorOptions {
     OperatorOptions::new(ns, url)
         .arg("--leader-elect")
         .arg("--leader-election-namespace")
@@ -863,16 +864,16 @@ async fn default_credentials_only_for_allowed_namespaces() {
         s.credentials = None;
         s
     };
-    let op = Operator::start(
-        OperatorOptions {
-            namespace: None,
-            ..OperatorOptions::new(&ns, &sim.url())
-        }
-        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", AK_ID)
-        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", AK_SECRET)
-        .env("POD_NAMESPACE", &ns),
-    )
-    .await;
+    // One operator per namespace (an all-namespaces operator would act on other tests'
+    // resources); both run in namespace `ns` as far as POD_NAMESPACE says.
+    let with_defaults = |watch: &str| {
+        OperatorOptions::new(watch, &sim.url())
+            .env("ALIBABA_CLOUD_ACCESS_KEY_ID", AK_ID)
+            .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", AK_SECRET)
+            .env("POD_NAMESPACE", &ns)
+    };
+    let op = Operator::start(with_defaults(&ns)).await;
+    let op_other = Operator::start(with_defaults(&other)).await;
     create(&client, &ns, "allowed", no_secret("job-allowed")).await;
     create(&client, &other, "refused", no_secret("job-refused")).await;
     wait_phase(&client, &ns, "allowed", "Succeeded", T).await;
@@ -886,6 +887,7 @@ async fn default_credentials_only_for_allowed_namespaces() {
     assert_eq!(sim.executed_calls("job-allowed").len(), 1);
     assert_eq!(sim.executed_calls("job-refused").len(), 0);
     op.terminate().await;
+    op_other.terminate().await;
 }
 
 #[tokio::test]
@@ -908,7 +910,7 @@ async fn secrets_never_reach_logs_events_status_or_metrics() {
     sim.script("job-s1", [Answer::throttling(), Answer::Success]);
     sim.script("job-s2", [Answer::internal_error()]);
     let mut opts = OperatorOptions::new(&ns, &sim.url());
-    opts.rust_log = "trace";
+    opts.rust_log = "trace".to_string();
     let op = Operator::start(opts.arg("--log-format").arg("json")).await;
     let mut v1 = spec("job-s1");
     v1.signature_version = Some(dts_operator::crd::SignatureVersionSpec::V1);

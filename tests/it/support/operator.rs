@@ -62,9 +62,9 @@ pub struct Operator {
 }
 
 /// How to start an operator.
-pub struct OperatorOptions<'a> {
+pub struct OperatorOptions {
     /// Namespace to watch (`--namespace`); `None` = all.
-    pub namespace: Option<&'a str>,
+    pub namespace: Option<String>,
     /// `--dts-endpoint`.
     pub dts_endpoint: String,
     /// More flags.
@@ -72,14 +72,14 @@ pub struct OperatorOptions<'a> {
     /// More environment.
     pub env: Vec<(String, String)>,
     /// `RUST_LOG`.
-    pub rust_log: &'a str,
+    pub rust_log: String,
 }
 
-impl<'a> OperatorOptions<'a> {
+impl OperatorOptions {
     /// Watching `ns`, calls to `endpoint`, fast backoff, short DTS timeout.
-    pub fn new(ns: &'a str, endpoint: &str) -> Self {
+    pub fn new(ns: &str, endpoint: &str) -> Self {
         OperatorOptions {
-            namespace: Some(ns),
+            namespace: Some(ns.to_string()),
             dts_endpoint: endpoint.to_string(),
             args: vec![
                 "--backoff-initial".into(),
@@ -92,7 +92,7 @@ impl<'a> OperatorOptions<'a> {
                 "10s".into(),
             ],
             env: Vec::new(),
-            rust_log: "info,dts_operator=debug",
+            rust_log: "info,dts_operator=debug".to_string(),
         }
     }
 
@@ -111,7 +111,7 @@ impl<'a> OperatorOptions<'a> {
 
 impl Operator {
     /// Starts the binary and waits until /readyz answers 200.
-    pub async fn start(opts: OperatorOptions<'_>) -> Operator {
+    pub async fn start(opts: OperatorOptions) -> Operator {
         let c = cluster().await;
         let metrics_port = free_port();
         let mut cmd = tokio::process::Command::new(BIN);
@@ -122,13 +122,13 @@ impl Operator {
             .arg(&opts.dts_endpoint)
             .arg("--metrics-addr")
             .arg(format!("127.0.0.1:{metrics_port}"));
-        if let Some(ns) = opts.namespace {
+        if let Some(ns) = &opts.namespace {
             cmd.arg("--namespace").arg(ns);
         }
         cmd.args(&opts.args);
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("RUST_LOG", opts.rust_log);
+            .env("RUST_LOG", &opts.rust_log);
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }

@@ -11,6 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
+[ -x /usr/bin/time ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time; }
 rounds=${1:-15}
 port=${BENCH_PORT:-18480}
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/dts-operator
@@ -60,7 +61,10 @@ PY
 export ALIBABA_CLOUD_ACCESS_KEY_ID=benchid ALIBABA_CLOUD_ACCESS_KEY_SECRET=benchsecret
 
 log "$rounds rounds, alternating (after one warm-up run of each)"
-# os.wait4 gives the child's own rusage with microsecond CPU times and its peak RSS.
+# Each command runs under GNU time, which reports the peak RSS (%M): a process's peak RSS includes
+# the memory of whoever forked it (Linux keeps the pre-exec high-water mark), so it must be
+# forked from a small process, not from Python. CPU comes from os.wait4 on GNU time with
+# microsecond resolution (it includes GNU time's own few hundred microseconds: conservative).
 python3 - "$rounds" "$target/release/dts-operator" "$port" "$venv/bin/python" "$work/sdk_reset.py" <<'PY'
 import os, statistics, subprocess, sys, time
 rounds, ours, port, py, script = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
@@ -69,14 +73,17 @@ cmds = {
     "python": [py, script],
 }
 def run(cmd):
+    rss_file = os.path.join(os.path.dirname(script), "rss")
     t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = subprocess.Popen(["/usr/bin/time", "-o", rss_file, "-f", "%M"] + cmd,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, ru = os.wait4(p.pid, 0)
     wall = time.perf_counter() - t0
     err = p.stderr.read().decode(errors="replace")
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"{cmd[0]} failed: {err}")
-    return ru.ru_utime + ru.ru_stime, wall, ru.ru_maxrss / 1024.0
+    rss_kib = int(open(rss_file).read().split()[-1])
+    return ru.ru_utime + ru.ru_stime, wall, rss_kib / 1024.0
 for c in cmds.values():
     run(c)
 samples = {n: [] for n in cmds}

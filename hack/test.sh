@@ -1,12 +1,29 @@
 #!/usr/bin/env bash
-# The project's one test command (README, .ci/run): format, lints, then every test —
-# unit tests, and integration tests against a real local kube-apiserver + etcd
-# (hack/cluster.sh) and the in-process DTS simulator.
+# The project's one test command (README, .ci/run): format, lints, then every test — unit tests,
+# and integration tests against a real local kube-apiserver + etcd (hack/cluster.sh) and the
+# in-process DTS simulator. Extra arguments go to the test binaries (e.g. a test name filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
+mkdir -p .local
 
 step() { printf '\n==> %s\n' "$*" >&2; }
+
+# The control plane takes ~10 minutes to compile on a fresh machine: start it now, beside the
+# Rust build (cluster.sh waits on the same lock instead of building twice).
+cp_log=$root/.local/controlplane-build.log
+hack/controlplane/build.sh >"$cp_log" 2>&1 &
+cp_pid=$!
+
+started_cluster=0
+cleanup() {
+  kill "$cp_pid" 2>/dev/null || true
+  if [ "$started_cluster" = 1 ]; then
+    step "stopping the local control plane"
+    hack/cluster.sh down || true
+  fi
+}
+trap cleanup EXIT
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -17,20 +34,19 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "build (tests, binaries)"
 cargo build --workspace --all-targets --locked
 
-# The control plane: brought up here unless it already runs (a developer's), and
-# always stopped on exit if this script started it — also when tests fail.
-started_cluster=0
+step "waiting for the control plane build (log: $cp_log)"
+if ! wait "$cp_pid"; then
+  tail -n 50 "$cp_log" >&2
+  echo "hack/test.sh: building the control plane failed" >&2
+  exit 1
+fi
+
+# Brought up here unless it already runs (a developer's), and stopped on exit only if this
+# script started it — also when tests fail.
 if ! hack/cluster.sh status >/dev/null 2>&1; then
   step "starting the local control plane (hack/cluster.sh up)"
   started_cluster=1
 fi
-cleanup() {
-  if [ "$started_cluster" = 1 ]; then
-    step "stopping the local control plane"
-    hack/cluster.sh down || true
-  fi
-}
-trap cleanup EXIT
 export_line=$(hack/cluster.sh up | tail -n 1)
 eval "$export_line"
 export KUBECONFIG

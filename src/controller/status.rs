@@ -684,10 +684,8 @@ mod tests {
         };
         let s = record(&claimed(), &out, &step, 7, Some(1), now);
         assert_eq!(s.phase, Some(Phase::Retrying));
-        assert_eq!(
-            s.next_attempt_time,
-            Some(Time(ts("2026-01-01T00:00:03.5Z")))
-        );
+        // 2 s + 1.5 s, rounded up to the whole second that status can store.
+        assert_eq!(s.next_attempt_time, Some(Time(ts("2026-01-01T00:00:04Z"))));
         assert_eq!(cond(&s, "Reconciling").reason, "Throttled");
         assert_eq!(s.completion_time, None);
     }

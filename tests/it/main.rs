@@ -1,9 +1,10 @@
 //! One integration-test binary (one link on small CI machines), one module per area:
 //! signing vectors, the DTS client and `reset` against the simulator, the control plane itself,
-//! and the operator end to end.
+//! the operator end to end, and what ships (deploy/, crds/, hack/demo.sh).
 
 mod client;
 mod controlplane;
+mod deploy;
 mod operator;
 mod reset_cli;
 mod signer_vectors;

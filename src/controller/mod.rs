@@ -486,8 +486,10 @@ async fn attempt(
         &claimed,
         EventType::Normal,
         event_reason::RESET_REQUESTED,
+        // kube-rs's recorder folds repeats of a reason into one Event and keeps the first note,
+        // so no per-attempt number here: status.attempts has it.
         format!(
-            "Sending ResetDtsJob for job {} in {} (attempt {attempt_no} of {max})",
+            "Sending ResetDtsJob for job {} in {}",
             desired.dts_job_id, desired.region_id
         ),
     )
@@ -652,11 +654,15 @@ async fn publish_outcome(
                 .retries
                 .get_or_create(&ReasonLabels { reason: r.as_str() })
                 .inc();
+            // Repeats are folded into one Event (first note kept): no attempt number or time.
             ctx.event(
                 obj,
                 EventType::Warning,
                 event_reason::RESET_RETRYING,
-                message(crate::crd::condition::RECONCILING),
+                format!(
+                    "Refused before execution ({}); retrying with backoff, see status.nextAttemptTime",
+                    status::describe(outcome)
+                ),
             )
             .await
         }

@@ -121,13 +121,9 @@ pub struct RunArgs {
     #[arg(long, env = "DTS_OPERATOR_DTS_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub dts_timeout: Duration,
 
-    /// Ceiling of the first retry's backoff (exponential, full jitter).
-    #[arg(long, env = "DTS_OPERATOR_BACKOFF_INITIAL", default_value = "1s", value_parser = parse_duration)]
-    pub backoff_initial: Duration,
-
-    /// Largest backoff ceiling (a server hint may exceed it).
-    #[arg(long, env = "DTS_OPERATOR_BACKOFF_MAX", default_value = "5m", value_parser = parse_duration)]
-    pub backoff_max: Duration,
+    /// Backoff between retries.
+    #[command(flatten)]
+    pub backoff: BackoffArgs,
 
     /// Address of /metrics, /healthz and /readyz.
     #[arg(
@@ -178,6 +174,31 @@ pub struct RunArgs {
         default_value = "text"
     )]
     pub log_format: crate::telemetry::LogFormat,
+}
+
+/// The backoff flags, shared by `run` and `reset`.
+#[derive(Debug, Args)]
+pub struct BackoffArgs {
+    /// Ceiling of the first retry's wait (exponential backoff, full jitter).
+    #[arg(long = "backoff-initial", env = "DTS_OPERATOR_BACKOFF_INITIAL", default_value = "1s", value_name = "DURATION", value_parser = parse_duration)]
+    pub initial: Duration,
+
+    /// Largest backoff ceiling. A server hint (x-acs-retry-after, Retry-After) can exceed it.
+    #[arg(long = "backoff-max", env = "DTS_OPERATOR_BACKOFF_MAX", default_value = "5m", value_name = "DURATION", value_parser = parse_duration)]
+    pub max: Duration,
+}
+
+impl BackoffArgs {
+    /// The policy, or why the flags are inconsistent.
+    pub fn policy(&self) -> Result<crate::retry::Backoff, String> {
+        if self.initial > self.max {
+            return Err("--backoff-initial must not exceed --backoff-max".to_string());
+        }
+        Ok(crate::retry::Backoff {
+            initial: self.initial,
+            max: self.max,
+        })
+    }
 }
 
 /// `--direction` values.
@@ -265,13 +286,9 @@ pub struct ResetArgs {
     )]
     pub max_attempts: u32,
 
-    /// Ceiling of the first backoff (exponential, full jitter).
-    #[arg(long, env = "DTS_OPERATOR_BACKOFF_INITIAL", default_value = "1s", value_parser = parse_duration)]
-    pub backoff_initial: Duration,
-
-    /// Largest backoff ceiling. A server hint (x-acs-retry-after, Retry-After) can exceed it.
-    #[arg(long, env = "DTS_OPERATOR_BACKOFF_MAX", default_value = "5m", value_parser = parse_duration)]
-    pub backoff_max: Duration,
+    /// Backoff between retries.
+    #[command(flatten)]
+    pub backoff: BackoffArgs,
 
     /// Timeout of each attempt (e.g. 500ms, 30s). Expiry after sending = outcome unknown.
     #[arg(long, env = "DTS_OPERATOR_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
@@ -305,8 +322,8 @@ mod tests {
         assert_eq!(a.region, "cn-hangzhou");
         assert_eq!(a.signature_version, SignatureVersionArg::V3);
         assert_eq!(a.max_attempts, 7);
-        assert_eq!(a.backoff_initial, Duration::from_secs(1));
-        assert_eq!(a.backoff_max, Duration::from_secs(300));
+        assert_eq!(a.backoff.initial, Duration::from_secs(1));
+        assert_eq!(a.backoff.max, Duration::from_secs(300));
         assert_eq!(a.timeout, Duration::from_secs(10));
         assert!(!a.dry_run);
     }
@@ -354,7 +371,7 @@ mod tests {
             panic!("reset expected")
         };
         assert_eq!(a.timeout, Duration::from_millis(500));
-        assert_eq!(a.backoff_max, Duration::from_secs(30));
+        assert_eq!(a.backoff.max, Duration::from_secs(30));
         assert_eq!(a.direction, Some(Direction::Reverse));
         assert_eq!(a.signature_version, SignatureVersionArg::V1);
         assert!(Cli::try_parse_from(["dts-operator", "reset"]).is_err());

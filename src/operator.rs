@@ -25,7 +25,6 @@ use crate::crd::{DtsJobReset, FIELD_MANAGER};
 use crate::leader::{LeaderConfig, LeaderElector};
 use crate::metrics::Metrics;
 use crate::ratelimit::TokenBucket;
-use crate::retry::Backoff;
 
 /// Start-up errors: configuration (exit 2) or runtime (exit 1).
 #[derive(Debug, thiserror::Error)]
@@ -114,11 +113,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         .map(Endpoint::parse)
         .transpose()
         .map_err(|e| RunError::Config(format!("--dts-endpoint: {e}")))?;
-    if args.backoff_initial > args.backoff_max {
-        return Err(RunError::Config(
-            "--backoff-initial must not exceed --backoff-max".into(),
-        ));
-    }
+    let backoff = args.backoff.policy().map_err(RunError::Config)?;
     let options = ClientOptions {
         timeout: args.dts_timeout,
         ca_bundle: args.ca_bundle.clone(),
@@ -146,10 +141,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             dts_endpoint,
             allowlist: EndpointAllowlist::parse(&args.endpoint_allowlist),
             default_scope: scope,
-            backoff: Backoff {
-                initial: args.backoff_initial,
-                max: args.backoff_max,
-            },
+            backoff,
             attempt_timeout: args.dts_timeout,
             identity: identity.clone(),
         },

@@ -13,7 +13,7 @@ use crate::aliyun::endpoint::{Endpoint, Scheme, dts_endpoint_for_region};
 use crate::aliyun::error::AttemptOutcome;
 use crate::aliyun::signer::{SignatureVersion, SigningContext};
 use crate::cli::ResetArgs;
-use crate::retry::{Backoff, Final, NextStep, Progress, jitter_unit, run_attempts};
+use crate::retry::{Final, NextStep, Progress, jitter_unit, run_attempts};
 
 /// Process exit codes of `reset`.
 pub mod exit {
@@ -105,9 +105,10 @@ pub async fn execute(args: ResetArgs, stdout: &mut dyn Write, stderr: &mut dyn W
     if let Err(e) = validate_job_id(&args.job_id) {
         return usage(stderr, &format!("--job-id: {e}"));
     }
-    if args.backoff_initial > args.backoff_max {
-        return usage(stderr, "--backoff-initial must not exceed --backoff-max");
-    }
+    let backoff = match args.backoff.policy() {
+        Ok(b) => b,
+        Err(e) => return usage(stderr, &e),
+    };
     let endpoint = match resolve_endpoint(&args) {
         Ok(e) => e,
         Err(e) => return usage(stderr, &format!("--endpoint: {e}")),
@@ -166,10 +167,6 @@ pub async fn execute(args: ResetArgs, stdout: &mut dyn Write, stderr: &mut dyn W
         credentials: Credentials::new("", "", None),
         signature_version,
         context: SigningContext::fresh(),
-    };
-    let backoff = Backoff {
-        initial: args.backoff_initial,
-        max: args.backoff_max,
     };
     let max_attempts = args.max_attempts;
     let job = args.job_id.clone();

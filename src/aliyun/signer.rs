@@ -128,15 +128,20 @@ pub fn v3_canonical_request(
         canonical_headers.push_str(value.trim());
         canonical_headers.push('\n');
     }
-    let signed_headers = headers
-        .keys()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .join(";");
+    let signed_headers = signed_header_names(headers);
     format!(
         "{method}\n{path}\n{}\n{canonical_headers}\n{signed_headers}\n{body_sha256}",
         canonical_query(query)
     )
+}
+
+/// `SignedHeaders`: the signed header names, sorted, joined by `;`.
+fn signed_header_names(headers: &BTreeMap<String, String>) -> String {
+    headers
+        .keys()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(";")
 }
 
 /// V3 `StringToSign = "ACS3-HMAC-SHA256\n" + hex(SHA256(canonical request))`.
@@ -161,11 +166,7 @@ pub fn v3_authorization(
     headers: &BTreeMap<String, String>,
     signature: &str,
 ) -> String {
-    let signed_headers = headers
-        .keys()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .join(";");
+    let signed_headers = signed_header_names(headers);
     format!(
         "{V3_ALGORITHM} Credential={access_key_id},SignedHeaders={signed_headers},Signature={signature}"
     )

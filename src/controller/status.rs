@@ -122,6 +122,14 @@ pub fn desired_request(obj: &DtsJobReset, default_region: &str) -> RequestRecord
     }
 }
 
+/// The job of the request a status describes (empty before the first request).
+fn job_of(s: &DtsJobResetStatus) -> String {
+    s.request
+        .as_ref()
+        .map(|r| r.dts_job_id.clone())
+        .unwrap_or_default()
+}
+
 fn clear_answer(s: &mut DtsJobResetStatus) {
     s.request_id = None;
     s.success = None;
@@ -235,11 +243,7 @@ pub fn claim(
     if s.start_time.is_none() {
         s.start_time = t(now);
     }
-    let job = s
-        .request
-        .as_ref()
-        .map(|r| r.dts_job_id.clone())
-        .unwrap_or_default();
+    let job = job_of(&s);
     let msg = format!("Sending ResetDtsJob for job {job} (attempt {attempt} of {max_attempts})");
     set_health(
         &mut s,
@@ -315,11 +319,7 @@ pub fn record(
     s.claimed_by = None;
     s.claim_deadline = None;
     let attempts = s.attempts.unwrap_or(0);
-    let job = s
-        .request
-        .as_ref()
-        .map(|r| r.dts_job_id.clone())
-        .unwrap_or_default();
+    let job = job_of(&s);
     let what = describe(outcome);
     match step {
         NextStep::Finish(Final::Succeeded) => {
@@ -424,11 +424,7 @@ pub fn abandoned_claim(
     now: Timestamp,
 ) -> DtsJobResetStatus {
     let mut s = old.clone();
-    let job = s
-        .request
-        .as_ref()
-        .map(|r| r.dts_job_id.clone())
-        .unwrap_or_default();
+    let job = job_of(&s);
     let holder = s
         .claimed_by
         .clone()

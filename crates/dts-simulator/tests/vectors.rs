@@ -1,4 +1,4 @@
-//! Every known-answer vector in `shared/reference/signature-vectors.json` (produced by the official
+//! Every known-answer vector in `signature-vectors.json` (produced by the official
 //! SDKs) through the simulator's pure verification functions, and every recorded SDK wire request
 //! through the full authentication with the clock pinned to the vector's time.
 
@@ -12,23 +12,13 @@ use dts_simulator::verify::{
 };
 use serde_json::Value;
 
-/// Finds `shared/reference/signature-vectors.json`: `$DTS_SIGNATURE_VECTORS`, else the first
-/// ancestor of this crate that has `shared/reference/` (the repository sits next to `shared/`).
+/// The vectors: `$DTS_SIGNATURE_VECTORS`, else the copy committed in the repository
+/// (`tests/signature-vectors.json`, which the operator's tests check against `../shared`).
 fn vectors_path() -> PathBuf {
     if let Some(p) = std::env::var_os("DTS_SIGNATURE_VECTORS") {
         return PathBuf::from(p);
     }
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .ancestors()
-        .map(|a| a.join("shared/reference/signature-vectors.json"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "signature-vectors.json not found in shared/reference/ above {}; set DTS_SIGNATURE_VECTORS",
-                manifest.display()
-            )
-        })
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/signature-vectors.json")
 }
 
 fn vectors() -> Value {

@@ -84,10 +84,16 @@ pub fn build_http_client(options: &ClientOptions) -> Result<reqwest::Client, Cli
         .retry(reqwest::retry::never())
         .user_agent(concat!("dts-operator/", env!("CARGO_PKG_VERSION")))
         .pool_idle_timeout(Duration::from_secs(30));
+    // A CA bundle that was asked for is always checked, even when this run needs no TLS.
+    let extra_roots = options
+        .ca_bundle
+        .as_deref()
+        .map(read_ca_bundle)
+        .transpose()?;
     if !options.tls {
         builder = builder.tls_certs_only(Vec::new());
-    } else if let Some(path) = &options.ca_bundle {
-        builder = builder.tls_certs_merge(read_ca_bundle(path)?);
+    } else if let Some(roots) = extra_roots {
+        builder = builder.tls_certs_merge(roots);
     }
     builder
         .build()

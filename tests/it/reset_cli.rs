@@ -264,6 +264,35 @@ async fn usage_and_configuration_errors_exit_2_and_send_nothing() {
         2
     );
     assert_eq!(reset(&[], &creds()).await.code, 2);
+    // An unreadable or empty CA bundle is a configuration error, before anything is sent.
+    let run = reset(
+        &[
+            "--job-id",
+            "j",
+            "--endpoint",
+            &url,
+            "--ca-bundle",
+            "/nonexistent/ca.pem",
+        ],
+        &creds(),
+    )
+    .await;
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("CA bundle"), "{}", run.stderr);
+    let empty = tempfile::NamedTempFile::new().unwrap();
+    let run = reset(
+        &[
+            "--job-id",
+            "j",
+            "--endpoint",
+            "https://127.0.0.1:1",
+            "--ca-bundle",
+            empty.path().to_str().unwrap(),
+        ],
+        &creds(),
+    )
+    .await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
     assert_eq!(sim.calls().len(), 0);
 }
 

@@ -135,15 +135,6 @@ impl Credentials {
     pub fn security_token(&self) -> Option<&str> {
         self.security_token.as_ref().map(|t| t.expose_secret())
     }
-
-    /// Every secret string held, for tests and log scrubbing.
-    pub fn secret_values(&self) -> Vec<String> {
-        let mut v = vec![self.access_key_secret().to_string()];
-        if let Some(t) = self.security_token() {
-            v.push(t.to_string());
-        }
-        v
-    }
 }
 
 impl fmt::Debug for Credentials {

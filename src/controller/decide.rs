@@ -93,11 +93,6 @@ pub fn decide(o: &Observed<'_>) -> Step {
     }
 }
 
-/// Whether two requests are the same request (call parameters and annotation).
-pub fn same_request(a: &RequestRecord, b: &RequestRecord) -> bool {
-    a == b
-}
-
 #[cfg(test)]
 mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;

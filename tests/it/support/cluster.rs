@@ -60,8 +60,14 @@ pub async fn admin_client() -> Client {
 }
 
 /// The repository root (where `hack/` and `.local/` are).
+///
+/// `cargo test` sets `CARGO_MANIFEST_DIR` when it runs the tests; that is preferred over the
+/// value compiled in, because a shared `CARGO_TARGET_DIR` may hand one checkout a test binary
+/// that cargo compiled in another.
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
 
 /// A program built by `hack/controlplane/build.sh` (`kubectl`, `helm`, `kube-apiserver`,

@@ -240,45 +240,22 @@ fn parse_xml_fields(text: &str) -> Result<BTreeMap<String, String>, String> {
                     return Err("empty XML root".to_string());
                 }
             }
-            Ok(Event::Text(t)) => {
-                if depth == 2
-                    && let Some(name) = &current
-                {
-                    fields
-                        .entry(name.clone())
-                        .or_insert_with(String::new)
-                        .push_str(&t.xml10_content());
-                }
-            }
+            // Text arrives in pieces (entities split it): each piece is appended to the field
+            // being read.
+            Ok(Event::Text(t)) => append(&mut fields, depth, &current, &t.xml10_content()),
+            Ok(Event::CData(t)) => append(&mut fields, depth, &current, &t.xml10_content()),
             Ok(Event::GeneralRef(r)) => {
-                if depth == 2
-                    && let Some(name) = &current
-                {
-                    let resolved = match r.resolve_char_ref() {
-                        Ok(Some(c)) => c.to_string(),
-                        Ok(None) => {
-                            let entity = r.xml10_content();
-                            quick_xml::escape::resolve_predefined_entity(&entity)
-                                .map(str::to_string)
-                                .ok_or_else(|| format!("unknown XML entity &{entity};"))?
-                        }
-                        Err(e) => return Err(format!("invalid XML character reference: {e}")),
-                    };
-                    fields
-                        .entry(name.clone())
-                        .or_insert_with(String::new)
-                        .push_str(&resolved);
-                }
-            }
-            Ok(Event::CData(t)) => {
-                if depth == 2
-                    && let Some(name) = &current
-                {
-                    fields
-                        .entry(name.clone())
-                        .or_insert_with(String::new)
-                        .push_str(&t.xml10_content());
-                }
+                let resolved = match r.resolve_char_ref() {
+                    Ok(Some(c)) => c.to_string(),
+                    Ok(None) => {
+                        let entity = r.xml10_content();
+                        quick_xml::escape::resolve_predefined_entity(&entity)
+                            .map(str::to_string)
+                            .ok_or_else(|| format!("unknown XML entity &{entity};"))?
+                    }
+                    Err(e) => return Err(format!("invalid XML character reference: {e}")),
+                };
+                append(&mut fields, depth, &current, &resolved);
             }
             Ok(Event::End(_)) => {
                 if depth == 2
@@ -303,6 +280,20 @@ fn parse_xml_fields(text: &str) -> Result<BTreeMap<String, String>, String> {
         .into_iter()
         .map(|(k, v)| (k, v.trim().to_string()))
         .collect())
+}
+
+/// Appends a piece of text to the field being read, if a field (depth 2) is being read.
+fn append(
+    fields: &mut BTreeMap<String, String>,
+    depth: usize,
+    current: &Option<String>,
+    piece: &str,
+) {
+    if depth == 2
+        && let Some(name) = current
+    {
+        fields.entry(name.clone()).or_default().push_str(piece);
+    }
 }
 
 /// The first 200 bytes of a body, control characters replaced, for diagnostics.

@@ -322,59 +322,43 @@ pub fn record(
     let job = job_of(&s);
     let what = describe(outcome);
     match step {
-        NextStep::Finish(Final::Succeeded) => {
-            finish(&mut s, Phase::Succeeded, now);
-            let rid = s.request_id.clone().unwrap_or_else(|| "-".into());
-            let msg = format!("DTS reset job {job} (RequestId {rid}, attempt {attempts})");
-            set_health(
-                &mut s,
-                Health::Ready,
-                reason::RESET_SUCCEEDED,
-                &msg,
-                generation,
-                now,
-            );
-        }
-        NextStep::Finish(Final::Failed) => {
-            finish(&mut s, Phase::Failed, now);
-            let msg = format!("DTS refused to reset job {job}: {what}");
-            set_health(
-                &mut s,
-                Health::Stalled,
-                reason::RESET_FAILED,
-                &msg,
-                generation,
-                now,
-            );
-        }
-        NextStep::Finish(Final::RetriesExhausted) => {
-            finish(&mut s, Phase::Failed, now);
-            let msg = format!(
-                "Gave up on job {job} after {attempts} attempt(s), all refused before execution; last: {what}"
-            );
-            set_health(
-                &mut s,
-                Health::Stalled,
-                reason::RETRIES_EXHAUSTED,
-                &msg,
-                generation,
-                now,
-            );
-        }
-        NextStep::Finish(Final::Unknown) => {
-            finish(&mut s, Phase::Unknown, now);
-            let msg = format!(
-                "The ResetDtsJob call for job {job} may or may not have executed ({what}). {}",
-                unknown_advice(&job)
-            );
-            set_health(
-                &mut s,
-                Health::Stalled,
-                reason::OUTCOME_UNKNOWN,
-                &msg,
-                generation,
-                now,
-            );
+        NextStep::Finish(fin) => {
+            let (phase, health, why, msg) = match fin {
+                Final::Succeeded => {
+                    let rid = s.request_id.clone().unwrap_or_else(|| "-".into());
+                    (
+                        Phase::Succeeded,
+                        Health::Ready,
+                        reason::RESET_SUCCEEDED,
+                        format!("DTS reset job {job} (RequestId {rid}, attempt {attempts})"),
+                    )
+                }
+                Final::Failed => (
+                    Phase::Failed,
+                    Health::Stalled,
+                    reason::RESET_FAILED,
+                    format!("DTS refused to reset job {job}: {what}"),
+                ),
+                Final::RetriesExhausted => (
+                    Phase::Failed,
+                    Health::Stalled,
+                    reason::RETRIES_EXHAUSTED,
+                    format!(
+                        "Gave up on job {job} after {attempts} attempt(s), all refused before execution; last: {what}"
+                    ),
+                ),
+                Final::Unknown => (
+                    Phase::Unknown,
+                    Health::Stalled,
+                    reason::OUTCOME_UNKNOWN,
+                    format!(
+                        "The ResetDtsJob call for job {job} may or may not have executed ({what}). {}",
+                        unknown_advice(&job)
+                    ),
+                ),
+            };
+            finish(&mut s, phase, now);
+            set_health(&mut s, health, why, &msg, generation, now);
         }
         NextStep::RetryAfter { wait, reason: r } => {
             s.phase = Some(Phase::Retrying);

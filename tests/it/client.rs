@@ -75,6 +75,19 @@ async fn run(
     .unwrap()
 }
 
+/// [`run`] with the test's static key, 7 attempts and a 5 s timeout: the common case.
+async fn run_static(sim: &Simulator, job: &str, version: SignatureVersion) -> RunResult {
+    run(
+        sim,
+        job,
+        version,
+        &static_provider(),
+        7,
+        Duration::from_secs(5),
+    )
+    .await
+}
+
 fn static_provider() -> CredentialsProvider {
     CredentialsProvider::Static(Credentials::new(ID, SECRET, None))
 }
@@ -83,15 +96,7 @@ fn static_provider() -> CredentialsProvider {
 async fn success_with_both_signature_versions() {
     for version in [SignatureVersion::V3, SignatureVersion::V1] {
         let sim = sim().await;
-        let r = run(
-            &sim,
-            "job-ok",
-            version,
-            &static_provider(),
-            7,
-            Duration::from_secs(5),
-        )
-        .await;
+        let r = run_static(&sim, "job-ok", version).await;
         assert_eq!(r.result, Final::Succeeded, "{version:?}: {:?}", r.last);
         assert_eq!(r.attempts, 1);
         let calls = sim.calls();
@@ -150,15 +155,7 @@ async fn throttled_twice_then_success() {
         "job-t",
         [Answer::throttling(), Answer::throttling(), Answer::Success],
     );
-    let r = run(
-        &sim,
-        "job-t",
-        SignatureVersion::V3,
-        &static_provider(),
-        7,
-        Duration::from_secs(5),
-    )
-    .await;
+    let r = run_static(&sim, "job-t", SignatureVersion::V3).await;
     assert_eq!(r.result, Final::Succeeded);
     assert_eq!(r.attempts, 3);
     let calls = sim.executed_calls("job-t");
@@ -172,15 +169,7 @@ async fn throttled_twice_then_success() {
 async fn service_unavailable_is_retried() {
     let sim = sim().await;
     sim.script("job-u", [Answer::service_unavailable(), Answer::Success]);
-    let r = run(
-        &sim,
-        "job-u",
-        SignatureVersion::V1,
-        &static_provider(),
-        7,
-        Duration::from_secs(5),
-    )
-    .await;
+    let r = run_static(&sim, "job-u", SignatureVersion::V1).await;
     assert_eq!(r.result, Final::Succeeded);
     assert_eq!(sim.executed_calls("job-u").len(), 2);
 }
@@ -196,15 +185,7 @@ async fn retry_after_hint_is_a_floor() {
         ],
     );
     let started = std::time::Instant::now();
-    let r = run(
-        &sim,
-        "job-h",
-        SignatureVersion::V3,
-        &static_provider(),
-        7,
-        Duration::from_secs(5),
-    )
-    .await;
+    let r = run_static(&sim, "job-h", SignatureVersion::V3).await;
     assert_eq!(r.result, Final::Succeeded);
     let calls = sim.executed_calls("job-h");
     assert_eq!(calls.len(), 2);
@@ -249,15 +230,7 @@ async fn dts_error_4xx_with_template_is_terminal() {
             dynamic_code: Some("403".into()),
         }],
     );
-    let r = run(
-        &sim,
-        "job-4",
-        SignatureVersion::V3,
-        &static_provider(),
-        7,
-        Duration::from_secs(5),
-    )
-    .await;
+    let r = run_static(&sim, "job-4", SignatureVersion::V3).await;
     assert_eq!(r.result, Final::Failed);
     assert_eq!(sim.executed_calls("job-4").len(), 1);
     let a = r.last.unwrap().answer().unwrap().clone();
@@ -284,15 +257,7 @@ async fn http_200_success_false_is_terminal() {
             Some("job-f"),
         )],
     );
-    let r = run(
-        &sim,
-        "job-f",
-        SignatureVersion::V3,
-        &static_provider(),
-        7,
-        Duration::from_secs(5),
-    )
-    .await;
+    let r = run_static(&sim, "job-f", SignatureVersion::V3).await;
     assert_eq!(r.result, Final::Failed);
     assert_eq!(sim.executed_calls("job-f").len(), 1);
     let out = r.last.unwrap();
@@ -304,15 +269,7 @@ async fn http_200_success_false_is_terminal() {
 async fn internal_error_is_unknown_and_not_retried() {
     let sim = sim().await;
     sim.script("job-500", [Answer::internal_error(), Answer::Success]);
-    let r = run(
-        &sim,
-        "job-500",
-        SignatureVersion::V3,
-        &static_provider(),
-        7,
-        Duration::from_secs(5),
-    )
-    .await;
+    let r = run_static(&sim, "job-500", SignatureVersion::V3).await;
     assert_eq!(r.result, Final::Unknown);
     assert_eq!(sim.executed_calls("job-500").len(), 1);
 }
@@ -333,15 +290,7 @@ async fn html_502_and_garbage_200_are_unknown() {
         [Answer::raw(200, "application/json", "}}garbage{{")],
     );
     for job in ["job-502", "job-garbage"] {
-        let r = run(
-            &sim,
-            job,
-            SignatureVersion::V3,
-            &static_provider(),
-            7,
-            Duration::from_secs(5),
-        )
-        .await;
+        let r = run_static(&sim, job, SignatureVersion::V3).await;
         assert_eq!(r.result, Final::Unknown, "{job}");
         assert!(
             matches!(r.last, Some(AttemptOutcome::Unparseable { .. })),
@@ -379,15 +328,7 @@ async fn hang_past_the_timeout_is_unknown() {
 async fn dropped_connection_is_unknown() {
     let sim = sim().await;
     sim.script("job-drop", [Answer::Drop, Answer::Success]);
-    let r = run(
-        &sim,
-        "job-drop",
-        SignatureVersion::V3,
-        &static_provider(),
-        7,
-        Duration::from_secs(5),
-    )
-    .await;
+    let r = run_static(&sim, "job-drop", SignatureVersion::V3).await;
     assert_eq!(r.result, Final::Unknown, "{:?}", r.last);
     assert_eq!(sim.calls().len(), 1);
 }

@@ -17,6 +17,13 @@ async fn sim() -> Simulator {
     s
 }
 
+/// A fresh namespace with the standard credentials Secret, and a simulator that accepts it.
+async fn setup_with_secret(prefix: &str) -> (kube::Client, String, Simulator) {
+    let (client, ns) = setup(prefix).await;
+    create_default_secret(&client, &ns).await;
+    (client, ns, sim().await)
+}
+
 /// Waits (bounded) until one request is held at the simulator's gate `name`.
 async fn wait_gate(sim: &Simulator, name: &str, op: &Operator) {
     tokio::time::timeout(T, sim.wait_for_gate_waiters(name, 1))
@@ -39,9 +46,7 @@ async fn patch_merge(client: &kube::Client, ns: &str, name: &str, v: serde_json:
 
 #[tokio::test]
 async fn happy_path_status_conditions_events_columns_metrics() {
-    let (client, ns) = setup("happy").await;
-    let sim = sim().await;
-    create_default_secret(&client, &ns).await;
+    let (client, ns, sim) = setup_with_secret("happy").await;
     let op = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
     let mut s = spec("job-happy");
     s.dts_instance_id = Some("dtsjobhappy".into());
@@ -141,9 +146,7 @@ async fn happy_path_status_conditions_events_columns_metrics() {
 
 #[tokio::test]
 async fn throttled_twice_then_success_and_service_unavailable() {
-    let (client, ns) = setup("throttle").await;
-    let sim = sim().await;
-    create_default_secret(&client, &ns).await;
+    let (client, ns, sim) = setup_with_secret("throttle").await;
     sim.script(
         "job-t",
         [Answer::throttling(), Answer::throttling(), Answer::Success],
@@ -184,9 +187,7 @@ async fn throttled_twice_then_success_and_service_unavailable() {
 
 #[tokio::test]
 async fn retry_after_hint_is_durable_in_status() {
-    let (client, ns) = setup("hint").await;
-    let sim = sim().await;
-    create_default_secret(&client, &ns).await;
+    let (client, ns, sim) = setup_with_secret("hint").await;
     sim.script(
         "job-h",
         [
@@ -237,9 +238,7 @@ async fn retry_after_hint_is_durable_in_status() {
 
 #[tokio::test]
 async fn retries_exhausted_is_failed() {
-    let (client, ns) = setup("exhaust").await;
-    let sim = sim().await;
-    create_default_secret(&client, &ns).await;
+    let (client, ns, sim) = setup_with_secret("exhaust").await;
     sim.script("job-x", (0..5).map(|_| Answer::throttling()));
     let op = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
     let mut s = spec("job-x");
@@ -261,9 +260,7 @@ async fn retries_exhausted_is_failed() {
 
 #[tokio::test]
 async fn terminal_answers_fail_after_one_call() {
-    let (client, ns) = setup("terminal").await;
-    let sim = sim().await;
-    create_default_secret(&client, &ns).await;
+    let (client, ns, sim) = setup_with_secret("terminal").await;
     sim.script(
         "job-4xx",
         [Answer::DtsError {
@@ -314,9 +311,7 @@ async fn terminal_answers_fail_after_one_call() {
 
 #[tokio::test]
 async fn unknown_outcomes_are_never_retried() {
-    let (client, ns) = setup("unknown").await;
-    let sim = sim().await;
-    create_default_secret(&client, &ns).await;
+    let (client, ns, sim) = setup_with_secret("unknown").await;
     sim.script("job-500", [Answer::internal_error(), Answer::Success]);
     sim.script(
         "job-hang",
@@ -470,9 +465,7 @@ async fn secret_created_later_then_success() {
 
 #[tokio::test]
 async fn new_request_only_on_call_parameters_or_annotation() {
-    let (client, ns) = setup("trigger").await;
-    let sim = sim().await;
-    create_default_secret(&client, &ns).await;
+    let (client, ns, sim) = setup_with_secret("trigger").await;
     create_secret(
         &client,
         &ns,
@@ -548,9 +541,7 @@ async fn new_request_only_on_call_parameters_or_annotation() {
 
 #[tokio::test]
 async fn two_resources_for_one_job_never_overlap() {
-    let (client, ns) = setup("overlap").await;
-    let sim = sim().await;
-    create_default_secret(&client, &ns).await;
+    let (client, ns, sim) = setup_with_secret("overlap").await;
     sim.script(
         "job-o",
         [Answer::gate("first", Answer::Success), Answer::Success],
@@ -575,9 +566,7 @@ async fn two_resources_for_one_job_never_overlap() {
 
 #[tokio::test]
 async fn graceful_restart_while_in_flight_records_the_answer() {
-    let (client, ns) = setup("graceful").await;
-    let sim = sim().await;
-    create_default_secret(&client, &ns).await;
+    let (client, ns, sim) = setup_with_secret("graceful").await;
     sim.script("job-g", [Answer::gate("g", Answer::Success)]);
     let op = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
     create(&client, &ns, "g", spec("job-g")).await;
@@ -606,9 +595,7 @@ async fn graceful_restart_while_in_flight_records_the_answer() {
 
 #[tokio::test]
 async fn abrupt_crash_while_in_flight_is_reported_unknown() {
-    let (client, ns) = setup("crash").await;
-    let sim = sim().await;
-    create_default_secret(&client, &ns).await;
+    let (client, ns, sim) = setup_with_secret("crash").await;
     sim.script(
         "job-c",
         [Answer::gate("c", Answer::Success), Answer::Success],
@@ -631,9 +618,7 @@ async fn abrupt_crash_while_in_flight_is_reported_unknown() {
 
 #[tokio::test]
 async fn restart_during_backoff_keeps_the_schedule_and_after_success_sends_nothing() {
-    let (client, ns) = setup("backoff").await;
-    let sim = sim().await;
-    create_default_secret(&client, &ns).await;
+    let (client, ns, sim) = setup_with_secret("backoff").await;
     sim.script(
         "job-b",
         [
@@ -663,9 +648,7 @@ async fn restart_during_backoff_keeps_the_schedule_and_after_success_sends_nothi
 
 #[tokio::test]
 async fn two_controllers_without_leader_election_send_one_call() {
-    let (client, ns) = setup("twoctl").await;
-    let sim = sim().await;
-    create_default_secret(&client, &ns).await;
+    let (client, ns, sim) = setup_with_secret("twoctl").await;
     sim.script("job-2", [Answer::hang(Duration::from_millis(500))]);
     let a = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
     let b = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
@@ -697,9 +680,7 @@ fn leader_opts(ns: &str, url: &str) -> OperatorOptions {
 
 #[tokio::test]
 async fn leader_election_only_the_leader_acts_and_a_standby_takes_over() {
-    let (client, ns) = setup("leader").await;
-    let sim = sim().await;
-    create_default_secret(&client, &ns).await;
+    let (client, ns, sim) = setup_with_secret("leader").await;
     let leader = Operator::start(leader_opts(&ns, &sim.url())).await;
     // Wait until the first one holds the lease before starting the standby.
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
@@ -740,9 +721,7 @@ async fn leader_election_only_the_leader_acts_and_a_standby_takes_over() {
 
 #[tokio::test]
 async fn ttl_deletes_finished_resources() {
-    let (client, ns) = setup("ttl").await;
-    let sim = sim().await;
-    create_default_secret(&client, &ns).await;
+    let (client, ns, sim) = setup_with_secret("ttl").await;
     let op = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
     let mut s = spec("job-ttl");
     s.ttl_seconds_after_finished = Some(1);

@@ -1,4 +1,4 @@
-//! Prometheus metrics, registered in one place with the public names of the contract
+//! Prometheus metrics, registered in one place with their public names
 //! (`dts_operator_*`). Labels are bounded: outcome and code come from fixed sets.
 
 use prometheus_client::encoding::EncodeLabelSet;

@@ -27,21 +27,20 @@ use kube::{Client, Resource, ResourceExt};
 use tokio::sync::Semaphore;
 
 use crate::aliyun::client::{ResetApi, ResetCall};
-use crate::aliyun::credentials::CredentialsProvider;
 use crate::aliyun::dts::{ACTION, ResetDtsJobParams};
 use crate::aliyun::endpoint::{Endpoint, EndpointAllowlist};
 use crate::aliyun::error::{AttemptOutcome, classify, metric_code};
-use crate::aliyun::signer::{SignatureVersion, SigningContext};
-use crate::crd::{
-    DtsJobReset, DtsJobResetStatus, Phase, RequestRecord, SignatureVersionSpec, event_reason,
-    reason,
-};
+use crate::aliyun::provider::CredentialsProvider;
+use crate::aliyun::signer::SigningContext;
+use crate::crd::{DtsJobReset, DtsJobResetStatus, Phase, RequestRecord, event_reason, reason};
 use crate::metrics::{ActionLabels, Metrics, ReasonLabels, RequestLabels, ResultLabels};
 use crate::ratelimit::TokenBucket;
 use crate::retry::{Backoff, DEFAULT_BACKOFF_LIMIT, Final, NextStep, jitter_unit, next_step};
 
 use decide::{Observed, Step, decide};
-use resolve::{CredentialsProblem, DefaultCredentialsScope, resolve_credentials, resolve_endpoint};
+use resolve::{
+    CredentialsProblem, DefaultCredentialsScope, endpoint_for_resource, resolve_credentials,
+};
 use status::{WriteError, write_status};
 
 /// How long past an attempt's timeout a claim stays valid before another controller may report
@@ -362,7 +361,7 @@ async fn attempt(
     let uid = obj.uid().unwrap_or_default();
 
     // 1. Where to send: an invalid endpoint is a spec problem for a human.
-    let endpoint = match resolve_endpoint(
+    let endpoint = match endpoint_for_resource(
         &obj,
         &desired.region_id,
         ctx.config.dts_endpoint.as_ref(),
@@ -496,10 +495,7 @@ async fn attempt(
     .await;
 
     // 6. The call.
-    let signature_version = match obj.spec.signature_version.unwrap_or_default() {
-        SignatureVersionSpec::V1 => SignatureVersion::V1,
-        SignatureVersionSpec::V3 => SignatureVersion::V3,
-    };
+    let signature_version = obj.spec.signature_version.unwrap_or_default();
     let call = ResetCall {
         endpoint,
         params: ResetDtsJobParams {
@@ -661,7 +657,7 @@ async fn publish_outcome(
                 event_reason::RESET_RETRYING,
                 format!(
                     "Refused before execution ({}); retrying with backoff, see status.nextAttemptTime",
-                    status::describe(outcome)
+                    outcome.describe()
                 ),
             )
             .await

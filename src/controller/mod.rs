@@ -97,7 +97,7 @@ pub struct Context {
 /// Errors of a reconcile.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Kubernetes API error.
+    /// A Kubernetes API read or delete failed.
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
     /// Status write failed or conflicted.
@@ -106,6 +106,23 @@ pub enum Error {
     /// A namespaced resource without a namespace.
     #[error("the resource has no namespace")]
     NoNamespace,
+}
+
+impl Error {
+    /// A stable, bounded name for the error: the `category` label of
+    /// `dts_operator_reconciles_total`.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube_api",
+            Error::Status(WriteError::Conflict) => "conflict",
+            Error::Status(WriteError::Api(_)) => "status_write",
+            Error::NoNamespace => "invalid_object",
+        }
+    }
+
+    /// Every category, for dashboards, alerts and tests.
+    pub const CATEGORIES: [&'static str; 4] =
+        ["kube_api", "conflict", "status_write", "invalid_object"];
 }
 
 /// Releases an in-flight reservation when dropped.
@@ -186,11 +203,17 @@ fn max_attempts(obj: &DtsJobReset) -> u32 {
 #[tracing::instrument(skip_all, fields(resource = %format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())))]
 pub async fn reconcile(obj: Arc<DtsJobReset>, ctx: Arc<Context>) -> Result<Action, Error> {
     let result = reconcile_inner(&obj, &ctx).await;
-    let label = if result.is_ok() { "ok" } else { "error" };
-    ctx.metrics
-        .reconciles
-        .get_or_create(&ResultLabels { result: label })
-        .inc();
+    let labels = match &result {
+        Ok(_) => ResultLabels {
+            result: "ok",
+            category: "",
+        },
+        Err(e) => ResultLabels {
+            result: "error",
+            category: e.category(),
+        },
+    };
+    ctx.metrics.reconciles.get_or_create(&labels).inc();
     result
 }
 
@@ -692,4 +715,27 @@ pub fn phase_counts(store: &Store<DtsJobReset>) -> Vec<(Phase, i64)> {
         *counts.entry(p).or_default() += 1;
     }
     counts.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_has_a_listed_stable_category() {
+        let api = |code: u16| {
+            kube::Error::Api(Box::new(kube::core::Status {
+                code,
+                ..Default::default()
+            }))
+        };
+        let errors = [
+            Error::Kube(api(500)),
+            Error::Status(WriteError::Conflict),
+            Error::Status(WriteError::Api(api(503))),
+            Error::NoNamespace,
+        ];
+        let seen: Vec<&str> = errors.iter().map(Error::category).collect();
+        assert_eq!(seen, Error::CATEGORIES);
+    }
 }

@@ -132,7 +132,7 @@ async fn happy_path_status_conditions_events_columns_metrics() {
         "dts_operator_dts_requests_total{action=\"ResetDtsJob\",outcome=\"succeeded\",code=\"\"} 1",
         "dts_operator_resources{phase=\"Succeeded\"} 1",
         "dts_operator_leader 1",
-        "dts_operator_reconciles_total{result=\"ok\"}",
+        "dts_operator_reconciles_total{result=\"ok\",category=\"\"}",
         "dts_operator_dts_request_duration_seconds_count{action=\"ResetDtsJob\"} 1",
     ] {
         assert!(metrics.contains(needle), "missing {needle}\n{metrics}");

@@ -468,7 +468,11 @@ async fn write_wait(a: &Attempt<'_>, wait: &Wait) -> Result<bool, Error> {
 
 #[cfg(test)]
 mod tests {
+    use http::Method;
+    use serde_json::json;
+
     use super::*;
+    use crate::controller::fixtures::*;
 
     #[test]
     fn only_credentials_that_need_a_human_stall_and_warn() {
@@ -489,5 +493,214 @@ mod tests {
             assert_eq!(w.event, Some(event_reason::CREDENTIALS_UNAVAILABLE));
             assert_eq!(w.message, p.message());
         }
+    }
+
+    fn claimed_status(attempts: i32) -> DtsJobResetStatus {
+        let desired = RequestRecord {
+            dts_job_id: "j".into(),
+            region_id: "cn-hangzhou".into(),
+            ..Default::default()
+        };
+        let now = Timestamp::now();
+        let started = status::start_request(&DtsJobResetStatus::default(), &desired, Some(1), now);
+        let mut s = status::claim(&started, ME, now, 7, Some(1), now);
+        s.attempts = Some(attempts);
+        s
+    }
+
+    /// The exact requests of one happy attempt, in order: the Secret, the claim (carrying the
+    /// resourceVersion read, before any DTS call), its event, the record on top of the claim
+    /// (carrying the claim's resourceVersion), its event.
+    #[tokio::test]
+    async fn an_attempt_claims_with_the_read_version_then_records_on_the_claim() {
+        let (client, mut apiserver) = api_server();
+        let dts = ScriptedDts::answering([success("rid-1")]);
+        let ctx = context(client.clone(), dts.clone());
+        let run = tokio::spawn(async move {
+            let api: Api<DtsJobReset> = Api::namespaced(client, NS);
+            let obj = resource("r", "j", "41", None);
+            let desired = status::desired_request(&obj, "cn-hangzhou");
+            let base = status::start_request(
+                &DtsJobResetStatus::default(),
+                &desired,
+                Some(1),
+                Timestamp::now(),
+            );
+            let attempt = Attempt {
+                api: &api,
+                obj: &obj,
+                desired: &desired,
+                base,
+                max_attempts: 7,
+            };
+            run(&ctx, attempt).await
+        });
+
+        let get = apiserver.answer(200, secret()).await;
+        assert_eq!(get.method, Method::GET);
+        assert_eq!(get.path, "/api/v1/namespaces/ns/secrets/creds");
+
+        assert_eq!(
+            dts.calls(),
+            0,
+            "nothing is sent before the claim is accepted"
+        );
+        let claim = apiserver.store("42").await;
+        assert_eq!(claim.method, Method::PUT);
+        assert_eq!(claim.path, status_path("r"));
+        assert!(
+            claim.query.contains("fieldManager=dts-operator"),
+            "{}",
+            claim.query
+        );
+        assert_eq!(claim.body["metadata"]["resourceVersion"], "41");
+        assert_eq!(claim.body["status"]["phase"], "Running");
+        assert_eq!(claim.body["status"]["attempts"], 1);
+        assert_eq!(claim.body["status"]["claimedBy"], ME);
+        assert_eq!(claim.body["status"]["request"]["dtsJobId"], "j");
+
+        let requested = apiserver.answer(201, json!({})).await;
+        assert_eq!(
+            (requested.method, requested.path.as_str()),
+            (Method::POST, EVENTS_PATH)
+        );
+        assert_eq!(requested.body["reason"], "ResetRequested");
+
+        let record = apiserver.store("43").await;
+        assert_eq!(dts.calls(), 1, "one call, before its record");
+        assert_eq!(record.method, Method::PUT);
+        assert_eq!(record.path, status_path("r"));
+        assert_eq!(
+            record.body["metadata"]["resourceVersion"], "42",
+            "the record is written on top of the claim"
+        );
+        assert_eq!(record.body["status"]["phase"], "Succeeded");
+        assert_eq!(record.body["status"]["requestId"], "rid-1");
+        assert_eq!(record.body["status"]["attempts"], 1);
+        assert!(record.body["status"].get("claimedBy").is_none());
+
+        let succeeded = apiserver.answer(201, json!({})).await;
+        assert_eq!(succeeded.body["reason"], "ResetSucceeded");
+        assert_eq!(run.await.unwrap().unwrap(), Action::await_change());
+        assert_eq!(dts.calls(), 1);
+        apiserver.finished().await;
+    }
+
+    /// A conflicting record is re-read and written again on the fresh version, as long as the
+    /// fresh object is still on the same attempt.
+    #[tokio::test]
+    async fn a_conflicting_record_is_rewritten_on_the_same_attempt() {
+        let (client, mut apiserver) = api_server();
+        let claimed = claimed_status(1);
+        let run = tokio::spawn({
+            let claimed = claimed.clone();
+            async move {
+                let api: Api<DtsJobReset> = Api::namespaced(client, NS);
+                let mut recorded = claimed.clone();
+                recorded.phase = Some(Phase::Succeeded);
+                record_answer(
+                    &api,
+                    resource("r", "j", "42", Some(claimed)),
+                    recorded,
+                    ME,
+                    1,
+                )
+                .await
+            }
+        });
+        let first = apiserver.answer(409, failure(409, "Conflict")).await;
+        assert_eq!(first.body["metadata"]["resourceVersion"], "42");
+        // Someone else wrote (labels, say): same request, same attempt.
+        let mut fresh = resource("r", "j", "50", Some(claimed));
+        fresh.metadata.labels = Some([("team".to_string(), "a".to_string())].into());
+        let get = apiserver
+            .answer(200, serde_json::to_value(&fresh).unwrap())
+            .await;
+        assert_eq!(
+            (get.method, get.path.as_str()),
+            (
+                Method::GET,
+                "/apis/dtsops.io/v1alpha1/namespaces/ns/dtsjobresets/r"
+            )
+        );
+        let second = apiserver.store("51").await;
+        assert_eq!(second.method, Method::PUT);
+        assert_eq!(second.body["metadata"]["resourceVersion"], "50");
+        assert_eq!(second.body["status"]["phase"], "Succeeded");
+        let stored = run.await.unwrap().unwrap();
+        assert_eq!(stored.metadata.resource_version.as_deref(), Some("51"));
+        apiserver.finished().await;
+    }
+
+    /// A record never lands on another attempt: the fresh object moved on, nothing is written.
+    #[tokio::test]
+    async fn a_record_is_not_written_over_another_attempt() {
+        let (client, mut apiserver) = api_server();
+        let claimed = claimed_status(1);
+        let run = tokio::spawn({
+            let claimed = claimed.clone();
+            async move {
+                let api: Api<DtsJobReset> = Api::namespaced(client, NS);
+                let recorded = claimed.clone();
+                record_answer(
+                    &api,
+                    resource("r", "j", "42", Some(claimed)),
+                    recorded,
+                    ME,
+                    1,
+                )
+                .await
+            }
+        });
+        apiserver.answer(409, failure(409, "Conflict")).await;
+        let moved_on = resource("r", "j", "60", Some(claimed_status(2)));
+        apiserver
+            .answer(200, serde_json::to_value(&moved_on).unwrap())
+            .await;
+        let returned = run.await.unwrap().unwrap();
+        assert_eq!(returned.metadata.resource_version.as_deref(), Some("60"));
+        apiserver.finished().await;
+    }
+
+    /// The answer of a destructive call is retried for two minutes of write errors, then the
+    /// reconcile fails with the write error (paused time: the backoff is real, the wait is not).
+    #[tokio::test(start_paused = true)]
+    async fn recording_gives_up_after_two_minutes_of_write_errors() {
+        let (client, mut apiserver) = api_server();
+        let started = tokio::time::Instant::now();
+        let run = tokio::spawn(async move {
+            let api: Api<DtsJobReset> = Api::namespaced(client, NS);
+            let claimed = claimed_status(1);
+            record_answer(
+                &api,
+                resource("r", "j", "42", Some(claimed.clone())),
+                claimed,
+                ME,
+                1,
+            )
+            .await
+        });
+        let mut run = run;
+        let mut writes = 0;
+        let result = loop {
+            tokio::select! {
+                biased;
+                result = &mut run => break result,
+                seen = apiserver.answer(500, failure(500, "InternalError")) => {
+                    assert_eq!(seen.method, Method::PUT);
+                    writes += 1;
+                    assert!(writes < 100, "recording never gives up");
+                }
+            }
+        };
+        let err = result.unwrap().unwrap_err();
+        assert!(matches!(err, Error::Status(WriteError::Api(_))), "{err}");
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed >= Duration::from_secs(120) && elapsed < Duration::from_secs(130),
+            "{elapsed:?}"
+        );
+        assert!(writes >= 10, "retried with capped backoff: {writes} writes");
+        apiserver.finished().await;
     }
 }

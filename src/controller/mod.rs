@@ -17,6 +17,8 @@ pub mod attempt;
 pub mod decide;
 pub mod events;
 pub mod exclusion;
+#[cfg(test)]
+mod fixtures;
 pub mod resolve;
 pub mod status;
 

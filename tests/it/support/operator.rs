@@ -11,8 +11,8 @@ use dts_operator::crd::{DtsJobReset, DtsJobResetSpec};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
+use kube::Client;
 use kube::api::{Api, ListParams, ObjectMeta, PostParams};
-use kube::{Client, CustomResourceExt};
 use tokio::io::AsyncReadExt;
 use tokio::sync::OnceCell;
 
@@ -31,7 +31,7 @@ static CRD: OnceCell<()> = OnceCell::const_new();
 pub async fn ensure_crd() {
     CRD.get_or_init(|| async {
         let client = cluster().await.admin_client();
-        apply_crd(&client, &DtsJobReset::crd(), Duration::from_secs(60)).await;
+        apply_crd(&client, &dts_operator::crd::crd(), Duration::from_secs(60)).await;
     })
     .await;
 }

@@ -34,7 +34,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::cluster::{cluster, local_bin, repo_root, unique_name};
 use crate::support::operator::{
-    condition, create, create_secret, events, free_port, http_get, phase, wait_phase,
+    condition, create, create_secret, free_port, http_get, phase, wait_event, wait_phase,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_dts-operator");
@@ -947,8 +947,8 @@ async fn operator_on_installed_account(install_ns: &str, sa: &str, watch_ns: &st
     assert_eq!(sim.executed_calls("job-ok").len(), 2);
     assert_eq!(sim.executed_calls("job-bad").len(), 1);
     // Events were written (create, and patch for the repeated ResetRequested).
-    let evs = events(&admin, watch_ns, "ok").await;
-    assert!(evs.iter().any(|(_, r, _)| r == "ResetSucceeded"), "{evs:?}");
+    // Events are published after the status write: wait for them (bounded).
+    let evs = wait_event(&admin, watch_ns, "ok", "ResetSucceeded", T).await;
     assert!(evs.iter().any(|(_, r, _)| r == "ResetRetrying"), "{evs:?}");
     // It leads through the Lease in its own namespace.
     let lease = Api::<Lease>::namespaced(admin.clone(), install_ns)

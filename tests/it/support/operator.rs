@@ -188,6 +188,23 @@ impl Operator {
             .expect("admin server answers")
     }
 
+    /// Polls `/metrics` until it holds every needle (events and gauges follow a status change,
+    /// they are not part of it); panics with the last scrape after `timeout`.
+    pub async fn wait_metrics(&self, needles: &[&str], timeout: Duration) -> String {
+        let start = std::time::Instant::now();
+        loop {
+            let (code, text) = self.admin_get("/metrics").await;
+            if code == 200 && needles.iter().all(|n| text.contains(n)) {
+                return text;
+            }
+            if start.elapsed() > timeout {
+                let missing: Vec<_> = needles.iter().filter(|n| !text.contains(*n)).collect();
+                panic!("metrics lack {missing:?} after {timeout:?}:\n{text}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// SIGTERM, then waits for the exit; returns the exit code.
     pub async fn terminate(mut self) -> Option<i32> {
         let mut child = self.child.take().unwrap();

@@ -1,9 +1,9 @@
 //! One attempt, as a pipeline of typed steps:
-//! [`endpoint`] → [`credentials`] → [`exclusion`] → [`permits`] → [`claim`] → [`send`] →
-//! [`record`] → publish.
+//! `endpoint` → `credentials` → `exclusion` → `permits` → `claim` → `send` → `record` →
+//! publish (each a function of that name).
 //!
 //! Each step before the claim either hands its result to the next or stops with a [`Wait`]
-//! (nothing was sent; the status says why), and every `Wait` is handled in one place, [`hold`].
+//! (nothing was sent; the status says why), and every `Wait` is handled in one place, `hold`.
 //! From the accepted claim on nothing waits: the call is sent and its answer is recorded on top
 //! of the claim, so a call is never sent without a claim and never answered without a record
 //! attempt.

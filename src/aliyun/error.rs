@@ -173,12 +173,10 @@ pub fn classify(outcome: &AttemptOutcome) -> Class {
             answer,
             ..
         } => classify_answer(*http_status, answer),
-        AttemptOutcome::Unparseable { error, .. } => match error.http_status {
-            503 => Class::Retryable(RetryReason::ServiceUnavailable),
-            // 429 comes from flow control in front of the service: not executed.
-            429 => Class::Retryable(RetryReason::Throttled),
-            _ => Class::Unknown,
-        },
+        // Not an Alibaba answer at all — a proxy's page, a truncated body: whatever its status
+        // (a 503 or 429 from something in front of the service too), the request may have been
+        // forwarded.
+        AttemptOutcome::Unparseable { .. } => Class::Unknown,
         AttemptOutcome::Transport(TransportFailure::NotSent(_)) => {
             Class::Retryable(RetryReason::ConnectionFailed)
         }
@@ -186,12 +184,32 @@ pub fn classify(outcome: &AttemptOutcome) -> Class {
     }
 }
 
+fn is_throttling(code: &str) -> bool {
+    code == "Throttling" || code.starts_with("Throttling.")
+}
+
+/// The rules, in order: an answer that contradicts itself is not guessed at; success needs its
+/// RequestId; then the code decides; then the status, where a 503 counts as refused only with an
+/// error code (an Alibaba error envelope) and a 429 in the Alibaba shape is flow control.
 fn classify_answer(http_status: u16, answer: &DtsAnswer) -> Class {
     let code = answer.err_code.as_deref().unwrap_or("");
-    if code == "Throttling" || code.starts_with("Throttling.") {
+    let ok_status = (200..300).contains(&http_status);
+    if answer.success == Some(true) {
+        // Success together with an error code, or with an error status, says two things.
+        if !code.is_empty() || !ok_status {
+            return Class::Unknown;
+        }
+        // Nothing identifies what executed without a RequestId.
+        return if answer.request_id.as_deref().is_some_and(|r| !r.is_empty()) {
+            Class::Succeeded
+        } else {
+            Class::Unknown
+        };
+    }
+    if is_throttling(code) {
         return Class::Retryable(RetryReason::Throttled);
     }
-    if code == "ServiceUnavailable" || (code.is_empty() && http_status == 503) {
+    if code == "ServiceUnavailable" {
         return Class::Retryable(RetryReason::ServiceUnavailable);
     }
     if code == "InvalidSecurityToken.Expired" {
@@ -200,20 +218,13 @@ fn classify_answer(http_status: u16, answer: &DtsAnswer) -> Class {
     if UNKNOWN_CODES.contains(&code) {
         return Class::Unknown;
     }
-    if http_status == 503 {
-        // A 503 with some other code: still refused by an unavailable service.
-        return Class::Retryable(RetryReason::ServiceUnavailable);
-    }
-    if http_status >= 500 {
-        return Class::Unknown;
-    }
-    if (200..300).contains(&http_status) && answer.success == Some(true) {
-        // Success with an error code contradicts itself: not guessed.
-        return if code.is_empty() {
-            Class::Succeeded
-        } else {
-            Class::Unknown
-        };
+    match http_status {
+        // An error envelope from an unavailable service: refused before execution.
+        503 if !code.is_empty() => return Class::Retryable(RetryReason::ServiceUnavailable),
+        // Flow control answering in the Alibaba shape.
+        429 => return Class::Retryable(RetryReason::Throttled),
+        s if s >= 500 => return Class::Unknown,
+        _ => {}
     }
     if answer.success == Some(false) || !code.is_empty() || (400..500).contains(&http_status) {
         return Class::Terminal;
@@ -288,6 +299,13 @@ mod tests {
         }
     }
 
+    fn without_request_id(mut outcome: AttemptOutcome) -> AttemptOutcome {
+        if let AttemptOutcome::Answered { answer, .. } = &mut outcome {
+            answer.request_id = None;
+        }
+        outcome
+    }
+
     fn unparseable(status: u16) -> AttemptOutcome {
         AttemptOutcome::Unparseable {
             error: UnparseableAnswer {
@@ -329,7 +347,13 @@ mod tests {
                 answered(200, Some("Throttling.User"), Some(false)),
                 Retryable(Throttled),
             ),
-            (unparseable(429), Retryable(Throttled)),
+            (answered(429, None, None), Retryable(Throttled)),
+            (
+                answered(429, Some("Throttling.User"), None),
+                Retryable(Throttled),
+            ),
+            // A 429 that is not an Alibaba answer (a proxy's) may come after forwarding.
+            (unparseable(429), Unknown),
             // Unavailable: refused.
             (
                 answered(503, Some("ServiceUnavailable"), None),
@@ -339,8 +363,14 @@ mod tests {
                 answered(500, Some("ServiceUnavailable"), None),
                 Retryable(ServiceUnavailable),
             ),
-            (answered(503, None, None), Retryable(ServiceUnavailable)),
-            (unparseable(503), Retryable(ServiceUnavailable)),
+            (
+                answered(503, Some("SomethingElse"), None),
+                Retryable(ServiceUnavailable),
+            ),
+            // A 503 without an error envelope (no code), or not an Alibaba answer at all
+            // (a proxy's "upstream connect error"): the request may have been forwarded.
+            (answered(503, None, None), Unknown),
+            (unparseable(503), Unknown),
             // Credentials.
             (
                 answered(403, Some("InvalidSecurityToken.Expired"), None),
@@ -411,6 +441,20 @@ mod tests {
             ),
             (answered(404, None, None), Terminal),
             (answered(200, Some("SomethingNew"), Some(true)), Unknown),
+            // Contradictions are never retried and never Succeeded.
+            (answered(200, Some("Throttling.User"), Some(true)), Unknown),
+            (
+                answered(200, Some("ServiceUnavailable"), Some(true)),
+                Unknown,
+            ),
+            (answered(503, None, Some(true)), Unknown),
+            (answered(429, None, Some(true)), Unknown),
+            (answered(400, None, Some(true)), Unknown),
+            (without_request_id(answered(200, None, Some(true))), Unknown),
+            (
+                without_request_id(answered(200, None, Some(false))),
+                Terminal,
+            ),
             // Transport.
             (
                 AttemptOutcome::Transport(TransportFailure::NotSent("refused".into())),
@@ -423,6 +467,85 @@ mod tests {
         ];
         for (outcome, want) in table {
             assert_eq!(classify(&outcome), want, "{}", outcome.describe());
+        }
+    }
+
+    /// Whole bodies as they arrive, through the parser and the classifier.
+    #[test]
+    fn bodies_as_they_arrive() {
+        let outcome = |status: u16, ctype: &str, body: &str| match crate::aliyun::dts::parse_answer(
+            status,
+            Some(ctype),
+            body.as_bytes(),
+        ) {
+            Ok(answer) => AttemptOutcome::Answered {
+                http_status: status,
+                answer,
+                retry_after: None,
+            },
+            Err(error) => AttemptOutcome::Unparseable {
+                error,
+                retry_after: None,
+            },
+        };
+        let proxy = "upstream connect error or disconnect/reset before headers. reset reason: connection termination";
+        for (status, ctype, body, want) in [
+            (503, "text/plain", proxy, Class::Unknown),
+            (429, "text/plain", proxy, Class::Unknown),
+            (
+                503,
+                "text/html",
+                "<html><body>503 Service Temporarily Unavailable</body></html>",
+                Class::Unknown,
+            ),
+            (
+                503,
+                "application/json",
+                r#"{"RequestId":"r","Code":"ServiceUnavailable","Message":"The request has failed due to a temporary failure of the server."}"#,
+                Class::Retryable(RetryReason::ServiceUnavailable),
+            ),
+            (
+                503,
+                "text/xml",
+                "<?xml version='1.0' encoding='UTF-8'?><Error><RequestId>r</RequestId><Code>ServiceUnavailable</Code><Message>m</Message></Error>",
+                Class::Retryable(RetryReason::ServiceUnavailable),
+            ),
+            (
+                503,
+                "application/json",
+                r#"{"Success":true}"#,
+                Class::Unknown,
+            ),
+            (
+                429,
+                "application/json",
+                r#"{"RequestId":"r"}"#,
+                Class::Retryable(RetryReason::Throttled),
+            ),
+            (
+                200,
+                "application/json",
+                r#"{"RequestId":"r","Success":true,"ErrCode":"Throttling.User"}"#,
+                Class::Unknown,
+            ),
+            (
+                200,
+                "application/json",
+                r#"{"Success":true,"HttpStatusCode":200}"#,
+                Class::Unknown,
+            ),
+            (
+                200,
+                "application/json",
+                r#"{"RequestId":"r","Success":true,"HttpStatusCode":200}"#,
+                Class::Succeeded,
+            ),
+        ] {
+            assert_eq!(
+                classify(&outcome(status, ctype, body)),
+                want,
+                "HTTP {status} {body}"
+            );
         }
     }
 

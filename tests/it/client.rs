@@ -301,6 +301,47 @@ async fn html_502_and_garbage_200_are_unknown() {
     }
 }
 
+/// A 503 or 429 from something in front of the service (plain text, not an Alibaba error
+/// envelope) may come after the request was forwarded: Unknown after one call, never retried.
+/// The same statuses with an Alibaba envelope are refused before execution: retried.
+#[tokio::test]
+async fn proxy_503_and_429_are_unknown_envelopes_are_retried() {
+    let sim = sim().await;
+    let proxy = "upstream connect error or disconnect/reset before headers. reset reason: connection termination";
+    sim.script("job-proxy-503", [Answer::raw(503, "text/plain", proxy)]);
+    sim.script("job-proxy-429", [Answer::raw(429, "text/plain", proxy)]);
+    for job in ["job-proxy-503", "job-proxy-429"] {
+        let r = run_static(&sim, job, SignatureVersion::V3).await;
+        assert_eq!(r.result, Final::Unknown, "{job}: {:?}", r.last);
+        assert_eq!(r.attempts, 1, "{job}");
+        assert_eq!(sim.executed_calls(job).len(), 1, "{job}");
+    }
+    sim.script(
+        "job-envelope-429",
+        [
+            Answer::gateway_error(
+                429,
+                "Throttling.User",
+                "Request was denied due to user flow control.",
+            ),
+            Answer::Success,
+        ],
+    );
+    sim.script(
+        "job-contradiction",
+        [Answer::raw(
+            200,
+            "application/json",
+            r#"{"RequestId":"r","Success":true,"ErrCode":"Throttling.User"}"#,
+        )],
+    );
+    let r = run_static(&sim, "job-envelope-429", SignatureVersion::V3).await;
+    assert_eq!((r.result, r.attempts), (Final::Succeeded, 2));
+    let r = run_static(&sim, "job-contradiction", SignatureVersion::V3).await;
+    assert_eq!((r.result, r.attempts), (Final::Unknown, 1), "never retried");
+    assert_eq!(sim.executed_calls("job-contradiction").len(), 1);
+}
+
 #[tokio::test]
 async fn hang_past_the_timeout_is_unknown() {
     let sim = sim().await;

@@ -282,6 +282,11 @@ fn transport_failure(e: reqwest::Error) -> TransportFailure {
 
 impl ResetApi for DtsClient {
     fn reset_dts_job<'a>(&'a self, call: &'a ResetCall) -> BoxFuture<'a, AttemptOutcome> {
-        Box::pin(async move { self.send(&call.signed()).await })
+        Box::pin(async move {
+            let mut outcome = self.send(&call.signed()).await;
+            // Whatever comes back is stored, logged and printed: no form of a secret may.
+            outcome.redact(&call.credentials.redactor());
+            outcome
+        })
     }
 }

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::endpoint::EndpointError;
-use super::redact::REDACTED;
+use super::redact::{REDACTED, Redactor};
 
 /// Standard environment variable names of the official SDKs' default chain.
 pub mod env {
@@ -96,6 +96,29 @@ pub enum CredentialsError {
     StsTransport(String),
 }
 
+impl CredentialsError {
+    /// The error with every form of `redactor`'s secrets removed from what a peer sent back.
+    pub fn redacted(self, redactor: &Redactor) -> CredentialsError {
+        match self {
+            CredentialsError::Sts {
+                http_status,
+                code,
+                message,
+                request_id,
+            } => CredentialsError::Sts {
+                http_status,
+                code: redactor.redact(&code),
+                message: redactor.redact(&message),
+                request_id,
+            },
+            CredentialsError::StsTransport(text) => {
+                CredentialsError::StsTransport(redactor.redact(&text))
+            }
+            other => other,
+        }
+    }
+}
+
 /// An AccessKey pair with an optional STS token. `Debug` redacts the secret and the token.
 #[derive(Clone)]
 pub struct Credentials {
@@ -133,6 +156,16 @@ impl Credentials {
     /// The STS token, if any: only the signer should call this.
     pub fn security_token(&self) -> Option<&str> {
         self.security_token.as_ref().map(|t| t.expose_secret())
+    }
+
+    /// Removes the secret and the token, in every form, from what a request with these
+    /// credentials produced (the request shown, the answer echoed).
+    pub fn redactor(&self) -> Redactor {
+        Redactor::new(
+            [Some(self.access_key_secret()), self.security_token()]
+                .into_iter()
+                .flatten(),
+        )
     }
 }
 

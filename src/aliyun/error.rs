@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use super::dts::{DtsAnswer, UnparseableAnswer};
+use super::redact::Redactor;
 
 /// A hint larger than this counts as this: a server cannot park a request for hours.
 pub const MAX_RETRY_HINT: Duration = Duration::from_secs(600);
@@ -71,6 +72,33 @@ impl AttemptOutcome {
                 retry_after.map(|h| h.min(MAX_RETRY_HINT))
             }
             AttemptOutcome::Transport(_) => None,
+        }
+    }
+
+    /// Removes every form of the secrets `redactor` knows from everything the peer sent back
+    /// (a `SignatureDoesNotMatch` message may echo the server's string to sign, token and all)
+    /// and from transport errors.
+    pub fn redact(&mut self, redactor: &Redactor) {
+        match self {
+            AttemptOutcome::Answered { answer, .. } => {
+                for field in [
+                    &mut answer.request_id,
+                    &mut answer.err_code,
+                    &mut answer.err_message,
+                    &mut answer.dynamic_message,
+                    &mut answer.dynamic_code,
+                ] {
+                    redactor.redact_option(field);
+                }
+            }
+            AttemptOutcome::Unparseable { error, .. } => {
+                redactor.redact_in_place(&mut error.reason);
+                redactor.redact_in_place(&mut error.excerpt);
+                redactor.redact_option(&mut error.content_type);
+            }
+            AttemptOutcome::Transport(
+                TransportFailure::NotSent(text) | TransportFailure::MaybeSent(text),
+            ) => redactor.redact_in_place(text),
         }
     }
 

@@ -13,6 +13,7 @@ use std::time::Duration;
 use super::credentials::{Credentials, CredentialsError, env};
 use super::encoding::{canonical_query, format_timestamp, pct};
 use super::endpoint::Endpoint;
+use super::redact::Redactor;
 
 /// STS endpoint: `ALIBABA_CLOUD_STS_ENDPOINT` > `ALIBABA_CLOUD_STS_REGION`
 /// (+ `ALIBABA_CLOUD_VPC_ENDPOINT_ENABLED`) > `sts.aliyuncs.com`.
@@ -166,7 +167,8 @@ impl RrsaProvider {
             .bytes()
             .await
             .map_err(|e| CredentialsError::StsTransport(e.without_url().to_string()))?;
-        parse_sts_answer(status, &bytes, now)
+        // STS may echo what it refused; the OIDC token is a secret in every form.
+        parse_sts_answer(status, &bytes, now).map_err(|e| e.redacted(&Redactor::new([token])))
     }
 }
 

@@ -17,7 +17,7 @@ use sha2::Digest as _;
 use super::credentials::Credentials;
 use super::encoding::{canonical_query, format_timestamp, pct};
 use super::endpoint::Endpoint;
-use super::redact::{REDACTED, redact_url};
+use super::redact::{REDACTED, Redactor, redact_url};
 
 /// `SignatureMethod` of V1.
 pub const V1_SIGNATURE_METHOD: &str = "HMAC-SHA1";
@@ -194,29 +194,34 @@ pub struct SignedRequest {
     pub headers: Vec<(String, String)>,
     /// Always empty for ResetDtsJob (parameters travel in the query).
     pub body: Vec<u8>,
-    /// The string that was signed, kept for diagnostics (it holds no secret).
+    /// The string that was signed, kept for diagnostics. With an STS token it holds the token
+    /// (V1: percent-encoded twice): show it only through [`SignedRequest::redacted`].
     pub string_to_sign: String,
 }
 
 impl SignedRequest {
-    /// The request as it may be shown to a human: the security token is replaced by
-    /// `[redacted]`, in the URL (V1) and in headers (V3). The signature stays: it is not a
-    /// secret and is what one needs to debug `SignatureDoesNotMatch`.
-    pub fn redacted(&self) -> SignedRequest {
+    /// The request as it may be shown to a human: the `SecurityToken` parameter (V1) and the
+    /// `x-acs-security-token` header (V3) are replaced by `[redacted]`, and every form of the
+    /// secrets `redactor` knows is removed from the URL, the headers and the string to sign.
+    /// The signature stays: it is not a secret and is what one needs to debug
+    /// `SignatureDoesNotMatch`.
+    pub fn redacted(&self, redactor: &Redactor) -> SignedRequest {
         let mut out = self.clone();
-        out.url = redact_url(&self.url);
+        out.url = redactor.redact(&redact_url(&self.url));
         for (name, value) in &mut out.headers {
             if name.eq_ignore_ascii_case("x-acs-security-token") {
                 *value = REDACTED.to_string();
             }
+            redactor.redact_in_place(value);
         }
+        redactor.redact_in_place(&mut out.string_to_sign);
         out
     }
 }
 
 impl std::fmt::Debug for SignedRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let r = self.redacted();
+        let r = self.redacted(&Redactor::default());
         f.debug_struct("SignedRequest")
             .field("method", &r.method)
             .field("url", &r.url)

@@ -244,9 +244,9 @@ fn round_ms(d: std::time::Duration) -> std::time::Duration {
     std::time::Duration::from_millis(d.as_millis() as u64)
 }
 
-/// The signed request as one JSON line, security token redacted.
+/// The signed request as one JSON line, every form of the secret and the token redacted.
 pub fn dry_run_json(call: &ResetCall) -> String {
-    let signed = call.signed().redacted();
+    let signed = call.signed().redacted(&call.credentials.redactor());
     let headers: serde_json::Map<String, serde_json::Value> = signed
         .headers
         .iter()

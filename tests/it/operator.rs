@@ -887,6 +887,17 @@ async fn secrets_never_reach_logs_events_status_or_metrics() {
     .await;
     sim.script("job-s1", [Answer::throttling(), Answer::Success]);
     sim.script("job-s2", [Answer::internal_error()]);
+    // A SignatureDoesNotMatch that echoes the server's string to sign, as the gateway does: for
+    // V1 it carries the token percent-encoded twice (and here every other form too).
+    let forms = crate::support::every_form(token);
+    let echoed = format!(
+        "Specified signature is not matched with our calculation. server string to sign is:POST&%2F&AccessKeyId%3DSTS.op%26SecurityToken%3D{}%26Version%3D2020-01-01 (token {} / {} / {} / {})",
+        forms[4], forms[0], forms[3], forms[1], forms[2]
+    );
+    sim.script(
+        "job-s4",
+        [Answer::gateway_error(400, "SignatureDoesNotMatch", &echoed)],
+    );
     let mut opts = OperatorOptions::new(&ns, &sim.url());
     opts.rust_log = "trace".to_string();
     let op = Operator::start(opts.arg("--log-format").arg("json")).await;
@@ -895,6 +906,21 @@ async fn secrets_never_reach_logs_events_status_or_metrics() {
     create(&client, &ns, "s1", v1).await;
     create(&client, &ns, "s2", spec("job-s2")).await;
     create(&client, &ns, "s3", spec("job-s3")).await;
+    let mut v1 = spec("job-s4");
+    v1.signature_version = Some(dts_operator::crd::SignatureVersion::V1);
+    create(&client, &ns, "s4", v1).await;
+    let s4 = wait_phase(&client, &ns, "s4", "Failed", T).await;
+    let s4 = s4.status.unwrap();
+    assert_eq!(s4.err_code.as_deref(), Some("SignatureDoesNotMatch"));
+    assert!(
+        s4.err_message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("SecurityToken%3D[redacted]"),
+        "the echo is kept, the token is not: {:?}",
+        s4.err_message
+    );
+    wait_event(&client, &ns, "s4", "ResetFailed", T).await;
     wait_phase(&client, &ns, "s1", "Succeeded", T).await;
     wait_phase(&client, &ns, "s2", "Unknown", T).await;
     wait_phase(&client, &ns, "s3", "Succeeded", T).await;
@@ -916,16 +942,24 @@ async fn secrets_never_reach_logs_events_status_or_metrics() {
     let statuses =
         serde_json::to_string(&api.list(&Default::default()).await.unwrap().items).unwrap();
     let evs = format!("{:?}", events(&client, &ns, "s1").await)
-        + &format!("{:?}", events(&client, &ns, "s2").await);
+        + &format!("{:?}", events(&client, &ns, "s2").await)
+        + &format!("{:?}", events(&client, &ns, "s4").await);
+    assert!(evs.contains("SignatureDoesNotMatch"), "{evs}");
     let enc_token = "CAIS%2Bop%2Ftoken";
+    let mut secrets = crate::support::every_form(token);
+    secrets.extend(crate::support::every_form(AK_SECRET));
+    secrets.push(enc_token.to_string());
     for (what, text) in [
         ("logs", &logs),
         ("metrics", &metrics),
         ("status", &statuses),
         ("events", &evs),
     ] {
-        for secret in [AK_SECRET, token, enc_token] {
-            assert!(!text.contains(secret), "{secret:?} leaked into {what}");
+        for secret in &secrets {
+            assert!(
+                !text.contains(secret.as_str()),
+                "{secret:?} leaked into {what}"
+            );
         }
     }
     op.terminate().await;

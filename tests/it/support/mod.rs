@@ -1,4 +1,32 @@
 //! Test support: the real control plane (`cluster`) and the operator process harness
-//! (`operator`).
+//! (`operator`), and the forms a secret can take on the wire.
 pub mod cluster;
 pub mod operator;
+
+use dts_operator::aliyun::encoding::pct;
+
+/// Every form a secret can take in what is printed or stored: raw, percent-encoded once and
+/// twice, with upper- and lower-case hex. A test proves none of them appears.
+pub fn every_form(secret: &str) -> Vec<String> {
+    let once = pct(secret);
+    let twice = pct(&once);
+    let lower = |s: &str| {
+        let mut out = String::new();
+        let mut hex = 0;
+        for c in s.chars() {
+            if c == '%' {
+                hex = 2;
+                out.push(c);
+            } else if hex > 0 {
+                hex -= 1;
+                out.push(c.to_ascii_lowercase());
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    };
+    let mut forms = vec![secret.to_string(), lower(&once), lower(&twice), once, twice];
+    forms.dedup();
+    forms
+}

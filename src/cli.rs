@@ -7,8 +7,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
+use crate::aliyun::dts::SynchronizationDirection;
 use crate::aliyun::signer::SignatureVersion;
 
 /// Parses `500ms`, `30s`, `5m`, `1h30m` (or a bare number of seconds).
@@ -201,45 +202,6 @@ impl BackoffArgs {
     }
 }
 
-/// `--direction` values.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Direction {
-    /// Source to destination.
-    #[value(name = "Forward")]
-    Forward,
-    /// Destination to source (two-way synchronization).
-    #[value(name = "Reverse")]
-    Reverse,
-}
-
-impl Direction {
-    /// The API spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Direction::Forward => "Forward",
-            Direction::Reverse => "Reverse",
-        }
-    }
-}
-
-/// `--signature-version` values.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum SignatureVersionArg {
-    /// HMAC-SHA1, parameters in the query (as in the API reference).
-    V1,
-    /// ACS3-HMAC-SHA256 (the official SDKs' default).
-    V3,
-}
-
-impl From<SignatureVersionArg> for SignatureVersion {
-    fn from(v: SignatureVersionArg) -> Self {
-        match v {
-            SignatureVersionArg::V1 => SignatureVersion::V1,
-            SignatureVersionArg::V3 => SignatureVersion::V3,
-        }
-    }
-}
-
 /// Flags of `dts-operator reset`. Credentials come from the standard chain:
 /// ALIBABA_CLOUD_ACCESS_KEY_ID / ALIBABA_CLOUD_ACCESS_KEY_SECRET / ALIBABA_CLOUD_SECURITY_TOKEN,
 /// then RRSA (ALIBABA_CLOUD_ROLE_ARN, ALIBABA_CLOUD_OIDC_PROVIDER_ARN,
@@ -256,7 +218,7 @@ pub struct ResetArgs {
 
     /// The synchronization direction (SynchronizationDirection).
     #[arg(long, env = "DTS_OPERATOR_DIRECTION", value_enum)]
-    pub direction: Option<Direction>,
+    pub direction: Option<SynchronizationDirection>,
 
     /// The region of the DTS instance (RegionId); also selects the endpoint.
     #[arg(long, env = "DTS_OPERATOR_REGION", default_value = "cn-hangzhou")]
@@ -274,7 +236,7 @@ pub struct ResetArgs {
         value_enum,
         default_value = "v3"
     )]
-    pub signature_version: SignatureVersionArg,
+    pub signature_version: SignatureVersion,
 
     /// Attempts in all: one plus retries (retries only for throttling, 503 and connection
     /// failures before sending).
@@ -320,7 +282,7 @@ mod tests {
             panic!("reset expected")
         };
         assert_eq!(a.region, "cn-hangzhou");
-        assert_eq!(a.signature_version, SignatureVersionArg::V3);
+        assert_eq!(a.signature_version, SignatureVersion::V3);
         assert_eq!(a.max_attempts, 7);
         assert_eq!(a.backoff.initial, Duration::from_secs(1));
         assert_eq!(a.backoff.max, Duration::from_secs(300));
@@ -372,8 +334,8 @@ mod tests {
         };
         assert_eq!(a.timeout, Duration::from_millis(500));
         assert_eq!(a.backoff.max, Duration::from_secs(30));
-        assert_eq!(a.direction, Some(Direction::Reverse));
-        assert_eq!(a.signature_version, SignatureVersionArg::V1);
+        assert_eq!(a.direction, Some(SynchronizationDirection::Reverse));
+        assert_eq!(a.signature_version, SignatureVersion::V1);
         assert!(Cli::try_parse_from(["dts-operator", "reset"]).is_err());
         assert!(
             Cli::try_parse_from([

@@ -10,8 +10,9 @@ use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// API group.
-pub const GROUP: &str = "dtsops.io";
+pub use crate::aliyun::dts::SynchronizationDirection;
+pub use crate::aliyun::signer::SignatureVersion;
+
 /// Setting this annotation to a new value asks for a new reset with the same parameters.
 pub const REQUESTED_AT_ANNOTATION: &str = "dtsops.io/requested-at";
 /// The one field manager of every write the operator makes.
@@ -128,7 +129,7 @@ pub struct DtsJobResetSpec {
     /// Signature version: `v3` (ACS3-HMAC-SHA256, the official SDKs' default) or `v1`
     /// (HMAC-SHA1). Optional, default `v3`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signature_version: Option<SignatureVersionSpec>,
+    pub signature_version: Option<SignatureVersion>,
 
     /// Retries after the first attempt when DTS throttles or is unavailable (like a Job's
     /// backoffLimit). Optional, default 6. Errors that may have executed are never retried.
@@ -142,39 +143,6 @@ pub struct DtsJobResetSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 31_536_000))]
     pub ttl_seconds_after_finished: Option<i64>,
-}
-
-/// The synchronization direction (SynchronizationDirection): `Forward` or `Reverse`. Optional;
-/// only two-way synchronization tasks have a reverse direction.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
-pub enum SynchronizationDirection {
-    /// From the source to the destination.
-    Forward,
-    /// From the destination back to the source (two-way synchronization).
-    Reverse,
-}
-
-impl SynchronizationDirection {
-    /// The API spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SynchronizationDirection::Forward => "Forward",
-            SynchronizationDirection::Reverse => "Reverse",
-        }
-    }
-}
-
-/// Signature version: `v3` (ACS3-HMAC-SHA256, the official SDKs' default) or `v1` (HMAC-SHA1).
-/// Optional, default `v3`.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema, Default)]
-pub enum SignatureVersionSpec {
-    /// HMAC-SHA1 (the API reference's form).
-    #[serde(rename = "v1")]
-    V1,
-    /// ACS3-HMAC-SHA256 (the official SDKs' default).
-    #[serde(rename = "v3")]
-    #[default]
-    V3,
 }
 
 /// Where the call's credentials come from.

@@ -65,11 +65,6 @@ impl LeaderElector {
         }
     }
 
-    /// The settings.
-    pub fn config(&self) -> &LeaderConfig {
-        &self.config
-    }
-
     /// One step: acquire or renew. `Ok(true)` when this instance holds the lease afterwards.
     pub async fn try_acquire_or_renew(&self) -> Result<bool, kube::Error> {
         let now = Timestamp::now();

@@ -1,4 +1,4 @@
-//! Prometheus metrics, registered in one place with the public names of the contract
+//! Prometheus metrics, registered in one place with their public names
 //! (`dts_operator_*`). Labels are bounded: outcome and code come from fixed sets.
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -10,11 +10,13 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::crd::Phase;
 
-/// `result` label.
+/// Labels of `dts_operator_reconciles_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     /// `ok` or `error`.
     pub result: &'static str,
+    /// The error's stable category (`crate::controller::Error::category`); empty for `ok`.
+    pub category: &'static str,
 }
 
 /// Labels of `dts_operator_dts_requests_total`.
@@ -56,7 +58,7 @@ fn duration_histogram() -> Histogram {
 /// Every metric of the operator.
 pub struct Metrics {
     registry: Registry,
-    /// `dts_operator_reconciles_total{result}`.
+    /// `dts_operator_reconciles_total{result,category}`.
     pub reconciles: Family<ResultLabels, Counter>,
     /// `dts_operator_dts_requests_total{action,outcome,code}`.
     pub dts_requests: Family<RequestLabels, Counter>,
@@ -87,7 +89,11 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("dts_operator");
         let reconciles = Family::<ResultLabels, Counter>::default();
-        registry.register("reconciles", "Reconciles by result", reconciles.clone());
+        registry.register(
+            "reconciles",
+            "Reconciles by result and error category",
+            reconciles.clone(),
+        );
         let dts_requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "dts_requests",
@@ -165,7 +171,16 @@ mod tests {
     fn public_names() {
         let m = Metrics::new();
         m.reconciles
-            .get_or_create(&ResultLabels { result: "ok" })
+            .get_or_create(&ResultLabels {
+                result: "ok",
+                category: "",
+            })
+            .inc();
+        m.reconciles
+            .get_or_create(&ResultLabels {
+                result: "error",
+                category: "conflict",
+            })
             .inc();
         m.dts_requests
             .get_or_create(&RequestLabels {
@@ -188,7 +203,8 @@ mod tests {
         m.set_phase_counts(&[(Phase::Succeeded, 2)]);
         let text = m.encode();
         for needle in [
-            "dts_operator_reconciles_total{result=\"ok\"} 1",
+            "dts_operator_reconciles_total{result=\"ok\",category=\"\"} 1",
+            "dts_operator_reconciles_total{result=\"error\",category=\"conflict\"} 1",
             "dts_operator_dts_requests_total{action=\"ResetDtsJob\",outcome=\"succeeded\",code=\"\"} 1",
             "dts_operator_dts_request_duration_seconds_bucket{",
             "dts_operator_retries_total{reason=\"Throttled\"} 1",

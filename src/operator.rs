@@ -16,8 +16,8 @@ use tokio::sync::Semaphore;
 
 use crate::admin::{self, AdminState};
 use crate::aliyun::client::{ClientOptions, DtsClient};
-use crate::aliyun::credentials::CredentialsProvider;
 use crate::aliyun::endpoint::{Endpoint, EndpointAllowlist};
+use crate::aliyun::provider::CredentialsProvider;
 use crate::cli::RunArgs;
 use crate::controller::resolve::DefaultCredentialsScope;
 use crate::controller::{self, Context, ControllerConfig};

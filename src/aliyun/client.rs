@@ -57,9 +57,18 @@ pub struct ClientOptions {
     pub timeout: Duration,
     /// Extra trusted CA certificates (PEM), for private gateways.
     pub ca_bundle: Option<PathBuf>,
-    /// Whether https will be used. `false` (only plain http to loopback) skips loading the
-    /// system's trust store, which is most of a cold `reset`'s memory; https then fails to verify.
-    pub tls: bool,
+    /// Which certificate authorities to trust.
+    pub trust_roots: TrustRoots,
+}
+
+/// Which certificate authorities a client trusts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrustRoots {
+    /// The system's roots plus the extra CA bundle, if any (the default).
+    System,
+    /// No CA at all, for a run that only speaks plain http to loopback: loading the system's
+    /// trust store is most of a cold `reset`'s memory. Any https call then fails to verify.
+    None,
 }
 
 impl Default for ClientOptions {
@@ -68,7 +77,7 @@ impl Default for ClientOptions {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             timeout: DEFAULT_TIMEOUT,
             ca_bundle: None,
-            tls: true,
+            trust_roots: TrustRoots::System,
         }
     }
 }
@@ -90,10 +99,10 @@ pub fn build_http_client(options: &ClientOptions) -> Result<reqwest::Client, Cli
         .as_deref()
         .map(read_ca_bundle)
         .transpose()?;
-    if !options.tls {
-        builder = builder.tls_certs_only(Vec::new());
-    } else if let Some(roots) = extra_roots {
-        builder = builder.tls_certs_merge(roots);
+    match (options.trust_roots, extra_roots) {
+        (TrustRoots::None, _) => builder = builder.tls_certs_only(Vec::new()),
+        (TrustRoots::System, Some(roots)) => builder = builder.tls_certs_merge(roots),
+        (TrustRoots::System, None) => {}
     }
     builder
         .build()

@@ -15,20 +15,51 @@ pub const ACTION: &str = "ResetDtsJob";
 /// The DTS API version.
 pub const VERSION: &str = "2020-01-01";
 
+/// The synchronization direction (SynchronizationDirection): `Forward` or `Reverse`. Optional;
+/// only two-way synchronization tasks have a reverse direction.
+// One type for the concept: the call parameter, `--direction` and
+// `spec.synchronizationDirection` (hence the clap, serde and schema derives; the doc is the CRD's).
+#[derive(
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    schemars::JsonSchema,
+    clap::ValueEnum,
+)]
+pub enum SynchronizationDirection {
+    /// From the source to the destination.
+    #[value(name = "Forward")]
+    Forward,
+    /// From the destination back to the source (two-way synchronization).
+    #[value(name = "Reverse")]
+    Reverse,
+}
+
+impl SynchronizationDirection {
+    /// The API spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SynchronizationDirection::Forward => "Forward",
+            SynchronizationDirection::Reverse => "Reverse",
+        }
+    }
+}
+
 /// Parameters of one `ResetDtsJob` call (the "call parameters" of a request).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
 pub struct ResetDtsJobParams {
     /// `DtsJobId` (required).
     pub dts_job_id: String,
     /// `DtsInstanceId`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dts_instance_id: Option<String>,
-    /// `SynchronizationDirection` (`Forward` | `Reverse`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `SynchronizationDirection`, in the API's spelling (`Forward` | `Reverse`).
     pub synchronization_direction: Option<String>,
     /// `RegionId`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region_id: Option<String>,
 }
 
@@ -66,16 +97,17 @@ pub fn validate_job_id(id: &str) -> Result<(), String> {
 }
 
 /// One answer, from the DTS body or the gateway error body. Every field is what the service
-/// said; absent ones are `None`.
+/// said; absent ones are `None`. Serialized (camelCase, absent = `null`) as the `reset`
+/// command's output.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DtsAnswer {
     /// `RequestId`.
     pub request_id: Option<String>,
-    /// `HttpStatusCode` from the body, else the HTTP status of the response.
-    pub http_status_code: Option<i64>,
     /// `Success`.
     pub success: Option<bool>,
+    /// `HttpStatusCode` from the body, else the HTTP status of the response.
+    pub http_status_code: Option<i64>,
     /// `ErrCode` (DTS body) or `Code` (gateway body).
     pub err_code: Option<String>,
     /// `ErrMessage` or `Message`, as returned (may hold `%s`).

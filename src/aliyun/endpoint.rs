@@ -127,11 +127,6 @@ impl Endpoint {
         self.host.trim_start_matches('[').trim_end_matches(']')
     }
 
-    /// The non-default port, if any.
-    pub fn port(&self) -> Option<u16> {
-        self.port
-    }
-
     /// The `host` header as sent: the host plus a non-default port.
     pub fn host_header(&self) -> String {
         match self.port {
@@ -295,19 +290,30 @@ fn glob_host(pattern: &str, host: &str) -> bool {
     p.len() == h.len() && p.iter().zip(&h).all(|(p, h)| glob_label(p, h))
 }
 
+/// One label against one pattern label: a lone `*` is any non-empty label; otherwise each `*`
+/// matches any run of characters (possibly none) within the label.
 fn glob_label(pattern: &str, label: &str) -> bool {
     if pattern == "*" {
         return !label.is_empty();
     }
-    match pattern.split_once('*') {
-        None => pattern == label,
-        Some((prefix, suffix)) => {
-            label.len() >= prefix.len() + suffix.len()
-                && label.starts_with(prefix)
-                && label.ends_with(suffix)
-                && glob_label(suffix, &label[label.len() - suffix.len()..])
+    let mut pieces = pattern.split('*');
+    let first = pieces.next().unwrap_or_default();
+    let Some(mut rest) = label.strip_prefix(first) else {
+        return false;
+    };
+    let pieces: Vec<&str> = pieces.collect();
+    let Some((last, middle)) = pieces.split_last() else {
+        // No `*`: the whole label must be the pattern.
+        return rest.is_empty();
+    };
+    // Leftmost match of each middle piece leaves the most room for the rest.
+    for piece in middle {
+        match rest.find(piece) {
+            Some(i) => rest = &rest[i + piece.len()..],
+            None => return false,
         }
     }
+    rest.ends_with(last)
 }
 
 #[cfg(test)]
@@ -406,5 +412,19 @@ mod tests {
         assert!(b.allows("127.0.0.1"));
         assert!(b.allows("gw-1.corp.example"));
         assert!(!b.allows("gw.corp.example"));
+    }
+
+    #[test]
+    fn a_label_may_hold_several_stars() {
+        let a = EndpointAllowlist::parse("gw-*-*.corp.example,*a*b*.x");
+        assert!(a.allows("gw-eu-1.corp.example"));
+        assert!(a.allows("gw-a-b-c.corp.example"));
+        assert!(a.allows("gw--.corp.example"), "a star may match nothing");
+        assert!(!a.allows("gw-eu.corp.example"), "two dashes are needed");
+        assert!(!a.allows("xgw-a-b.corp.example"));
+        assert!(a.allows("ab.x"));
+        assert!(a.allows("zazzbz.x"));
+        assert!(!a.allows("ba.x"), "pieces match in order");
+        assert!(!a.allows("a.x"));
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::dts::{DtsAnswer, UnparseableAnswer};
 
-/// A hint larger than this counts as this (contract section 4).
+/// A hint larger than this counts as this: a server cannot park a request for hours.
 pub const MAX_RETRY_HINT: Duration = Duration::from_secs(600);
 
 /// A transport failure, split by whether the request can have reached the service.
@@ -74,7 +74,21 @@ impl AttemptOutcome {
         }
     }
 
-    /// ErrCode/Code if answered, else a short description of what happened, for humans.
+    /// The answer as it is recorded (status, `reset` output): the parsed answer; for an
+    /// unparseable body only its HTTP status; nothing without a response.
+    pub fn recorded_answer(&self) -> DtsAnswer {
+        match self {
+            AttemptOutcome::Answered { answer, .. } => answer.clone(),
+            AttemptOutcome::Unparseable { error, .. } => DtsAnswer {
+                http_status_code: Some(i64::from(error.http_status)),
+                ..DtsAnswer::default()
+            },
+            AttemptOutcome::Transport(_) => DtsAnswer::default(),
+        }
+    }
+
+    /// One line about what happened, for humans (conditions, events, logs, stderr): the HTTP
+    /// status, the code and the message with `%s` filled in.
     pub fn describe(&self) -> String {
         match self {
             AttemptOutcome::Answered {
@@ -85,7 +99,8 @@ impl AttemptOutcome {
                 (Some(code), Some(msg)) => format!("HTTP {http_status} {code}: {msg}"),
                 (Some(code), None) => format!("HTTP {http_status} {code}"),
                 (None, _) if answer.success == Some(true) => format!("HTTP {http_status} Success"),
-                (None, _) => format!("HTTP {http_status} without an error code"),
+                (None, Some(msg)) => format!("HTTP {http_status}: {msg}"),
+                (None, None) => format!("HTTP {http_status} without an error code"),
             },
             AttemptOutcome::Unparseable { error, .. } => error.to_string(),
             AttemptOutcome::Transport(TransportFailure::NotSent(e)) => {
@@ -286,7 +301,7 @@ mod tests {
         }
     }
 
-    /// Every code, status and transport failure of `alibaba-openapi.md`, plus the edges.
+    /// Every documented error code, HTTP status and transport failure, plus the edges.
     #[test]
     fn classification_table() {
         use Class::*;

@@ -15,7 +15,9 @@ use hmac::{KeyInit, Mac};
 use sha2::Digest as _;
 
 use super::credentials::Credentials;
+use super::encoding::{canonical_query, format_timestamp, pct};
 use super::endpoint::Endpoint;
+use super::redact::{REDACTED, redact_url};
 
 /// `SignatureMethod` of V1.
 pub const V1_SIGNATURE_METHOD: &str = "HMAC-SHA1";
@@ -27,12 +29,31 @@ pub const V3_ALGORITHM: &str = "ACS3-HMAC-SHA256";
 pub const EMPTY_BODY_SHA256: &str =
     "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
-/// The two signature versions the product speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+/// Signature version: `v3` (ACS3-HMAC-SHA256, the official SDKs' default) or `v1` (HMAC-SHA1).
+/// Optional, default `v3`.
+// One type for the concept: the signer's choice, `--signature-version` and
+// `spec.signatureVersion` (hence the clap, serde and schema derives; the doc is the CRD's).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+    clap::ValueEnum,
+)]
 pub enum SignatureVersion {
-    /// `HMAC-SHA1`, parameters in the query (the API reference's form).
+    /// HMAC-SHA1, parameters in the query (the API reference's form).
+    #[serde(rename = "v1")]
+    #[value(name = "v1")]
     V1,
-    /// `ACS3-HMAC-SHA256`, what the official SDKs send by default.
+    /// ACS3-HMAC-SHA256 (the official SDKs' default).
+    #[serde(rename = "v3")]
+    #[value(name = "v3")]
     #[default]
     V3,
 }
@@ -45,51 +66,6 @@ impl SignatureVersion {
             SignatureVersion::V3 => "v3",
         }
     }
-}
-
-impl std::str::FromStr for SignatureVersion {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "v1" | "V1" => Ok(SignatureVersion::V1),
-            "v3" | "V3" => Ok(SignatureVersion::V3),
-            other => Err(format!(
-                "unknown signature version {other:?} (expected v1 or v3)"
-            )),
-        }
-    }
-}
-
-/// Percent-encoding of Alibaba Cloud signing: UTF-8 bytes, RFC 3986 unreserved characters
-/// (`A-Z a-z 0-9 - _ . ~`) literal, every other byte `%XY` in upper-case hex.
-pub fn pct(input: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut out = String::with_capacity(input.len() * 3);
-    for &b in input.as_bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push('%');
-            out.push(HEX[(b >> 4) as usize] as char);
-            out.push(HEX[(b & 0x0f) as usize] as char);
-        }
-    }
-    out
-}
-
-/// `k=v&k=v` of sorted parameters, both sides [`pct`]-encoded (empty values kept as `k=`).
-/// This is the V1 canonicalized query string and the V3 canonical query.
-pub fn canonical_query(params: &BTreeMap<String, String>) -> String {
-    let mut out = String::new();
-    for (k, v) in params {
-        if !out.is_empty() {
-            out.push('&');
-        }
-        out.push_str(&pct(k));
-        out.push('=');
-        out.push_str(&pct(v));
-    }
-    out
 }
 
 /// V1 `StringToSign = METHOD & pct("/") & pct(canonical query)`; `params` must not hold
@@ -207,11 +183,6 @@ impl SigningContext {
     }
 }
 
-/// UTC `yyyy-MM-ddTHH:mm:ssZ` (no fractional seconds).
-pub fn format_timestamp(ts: jiff::Timestamp) -> String {
-    ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
-
 /// A signed request, ready for the transport. The URL's query is the canonical encoding.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SignedRequest {
@@ -253,24 +224,6 @@ impl std::fmt::Debug for SignedRequest {
             .field("body_len", &r.body.len())
             .finish()
     }
-}
-
-/// What secrets are replaced with wherever a request is shown.
-pub const REDACTED: &str = "[redacted]";
-
-/// Replaces the value of any `SecurityToken` query parameter in `url` with `[redacted]`.
-pub fn redact_url(url: &str) -> String {
-    let Some((base, query)) = url.split_once('?') else {
-        return url.to_string();
-    };
-    let parts: Vec<String> = query
-        .split('&')
-        .map(|kv| match kv.split_once('=') {
-            Some((k, _)) if k.eq_ignore_ascii_case("SecurityToken") => format!("{k}={REDACTED}"),
-            _ => kv.to_string(),
-        })
-        .collect();
-    format!("{base}?{}", parts.join("&"))
 }
 
 /// Signs `req` with V1 for `endpoint`: every parameter (common ones included) goes into the
@@ -363,39 +316,5 @@ pub fn sign(
     match version {
         SignatureVersion::V1 => sign_v1(req, creds, endpoint, ctx),
         SignatureVersion::V3 => sign_v3(req, creds, endpoint, ctx),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn pct_follows_rfc3986_unreserved() {
-        assert_eq!(pct("a b*c~d/e+f=g&h"), "a%20b%2Ac~d%2Fe%2Bf%3Dg%26h");
-        assert_eq!(pct("中"), "%E4%B8%AD");
-        assert_eq!(pct("!'()"), "%21%27%28%29");
-        assert_eq!(pct("AZaz09-_.~"), "AZaz09-_.~");
-    }
-
-    #[test]
-    fn canonical_query_keeps_empty_values() {
-        assert_eq!(canonical_query(&map(&[("b", ""), ("a", "1")])), "a=1&b=");
-    }
-
-    #[test]
-    fn redact_url_hides_only_the_token() {
-        let url = "https://h/?AccessKeyId=id&SecurityToken=abc%2Bdef&Signature=x";
-        assert_eq!(
-            redact_url(url),
-            "https://h/?AccessKeyId=id&SecurityToken=[redacted]&Signature=x"
-        );
     }
 }

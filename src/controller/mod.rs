@@ -27,21 +27,20 @@ use kube::{Client, Resource, ResourceExt};
 use tokio::sync::Semaphore;
 
 use crate::aliyun::client::{ResetApi, ResetCall};
-use crate::aliyun::credentials::CredentialsProvider;
 use crate::aliyun::dts::{ACTION, ResetDtsJobParams};
 use crate::aliyun::endpoint::{Endpoint, EndpointAllowlist};
 use crate::aliyun::error::{AttemptOutcome, classify, metric_code};
-use crate::aliyun::signer::{SignatureVersion, SigningContext};
-use crate::crd::{
-    DtsJobReset, DtsJobResetStatus, Phase, RequestRecord, SignatureVersionSpec, event_reason,
-    reason,
-};
+use crate::aliyun::provider::CredentialsProvider;
+use crate::aliyun::signer::SigningContext;
+use crate::crd::{DtsJobReset, DtsJobResetStatus, Phase, RequestRecord, event_reason, reason};
 use crate::metrics::{ActionLabels, Metrics, ReasonLabels, RequestLabels, ResultLabels};
 use crate::ratelimit::TokenBucket;
 use crate::retry::{Backoff, DEFAULT_BACKOFF_LIMIT, Final, NextStep, jitter_unit, next_step};
 
 use decide::{Observed, Step, decide};
-use resolve::{CredentialsProblem, DefaultCredentialsScope, resolve_credentials, resolve_endpoint};
+use resolve::{
+    CredentialsProblem, DefaultCredentialsScope, endpoint_for_resource, resolve_credentials,
+};
 use status::{WriteError, write_status};
 
 /// How long past an attempt's timeout a claim stays valid before another controller may report
@@ -98,7 +97,7 @@ pub struct Context {
 /// Errors of a reconcile.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Kubernetes API error.
+    /// A Kubernetes API read or delete failed.
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
     /// Status write failed or conflicted.
@@ -107,6 +106,23 @@ pub enum Error {
     /// A namespaced resource without a namespace.
     #[error("the resource has no namespace")]
     NoNamespace,
+}
+
+impl Error {
+    /// A stable, bounded name for the error: the `category` label of
+    /// `dts_operator_reconciles_total`.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube_api",
+            Error::Status(WriteError::Conflict) => "conflict",
+            Error::Status(WriteError::Api(_)) => "status_write",
+            Error::NoNamespace => "invalid_object",
+        }
+    }
+
+    /// Every category, for dashboards, alerts and tests.
+    pub const CATEGORIES: [&'static str; 4] =
+        ["kube_api", "conflict", "status_write", "invalid_object"];
 }
 
 /// Releases an in-flight reservation when dropped.
@@ -187,11 +203,17 @@ fn max_attempts(obj: &DtsJobReset) -> u32 {
 #[tracing::instrument(skip_all, fields(resource = %format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())))]
 pub async fn reconcile(obj: Arc<DtsJobReset>, ctx: Arc<Context>) -> Result<Action, Error> {
     let result = reconcile_inner(&obj, &ctx).await;
-    let label = if result.is_ok() { "ok" } else { "error" };
-    ctx.metrics
-        .reconciles
-        .get_or_create(&ResultLabels { result: label })
-        .inc();
+    let labels = match &result {
+        Ok(_) => ResultLabels {
+            result: "ok",
+            category: "",
+        },
+        Err(e) => ResultLabels {
+            result: "error",
+            category: e.category(),
+        },
+    };
+    ctx.metrics.reconciles.get_or_create(&labels).inc();
     result
 }
 
@@ -362,7 +384,7 @@ async fn attempt(
     let uid = obj.uid().unwrap_or_default();
 
     // 1. Where to send: an invalid endpoint is a spec problem for a human.
-    let endpoint = match resolve_endpoint(
+    let endpoint = match endpoint_for_resource(
         &obj,
         &desired.region_id,
         ctx.config.dts_endpoint.as_ref(),
@@ -496,10 +518,7 @@ async fn attempt(
     .await;
 
     // 6. The call.
-    let signature_version = match obj.spec.signature_version.unwrap_or_default() {
-        SignatureVersionSpec::V1 => SignatureVersion::V1,
-        SignatureVersionSpec::V3 => SignatureVersion::V3,
-    };
+    let signature_version = obj.spec.signature_version.unwrap_or_default();
     let call = ResetCall {
         endpoint,
         params: ResetDtsJobParams {
@@ -661,7 +680,7 @@ async fn publish_outcome(
                 event_reason::RESET_RETRYING,
                 format!(
                     "Refused before execution ({}); retrying with backoff, see status.nextAttemptTime",
-                    status::describe(outcome)
+                    outcome.describe()
                 ),
             )
             .await
@@ -696,4 +715,27 @@ pub fn phase_counts(store: &Store<DtsJobReset>) -> Vec<(Phase, i64)> {
         *counts.entry(p).or_default() += 1;
     }
     counts.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_has_a_listed_stable_category() {
+        let api = |code: u16| {
+            kube::Error::Api(Box::new(kube::core::Status {
+                code,
+                ..Default::default()
+            }))
+        };
+        let errors = [
+            Error::Kube(api(500)),
+            Error::Status(WriteError::Conflict),
+            Error::Status(WriteError::Api(api(503))),
+            Error::NoNamespace,
+        ];
+        let seen: Vec<&str> = errors.iter().map(Error::category).collect();
+        assert_eq!(seen, Error::CATEGORIES);
+    }
 }

@@ -10,8 +10,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 
-use crate::aliyun::credentials::{Credentials, CredentialsProvider, from_secret_data};
+use crate::aliyun::credentials::{Credentials, from_secret_data};
 use crate::aliyun::endpoint::{Endpoint, EndpointAllowlist, dts_endpoint_for_region};
+use crate::aliyun::provider::CredentialsProvider;
 use crate::crd::DtsJobReset;
 
 /// Which namespaces may use the controller's own credentials.
@@ -48,8 +49,9 @@ impl DefaultCredentialsScope {
 }
 
 /// The endpoint of a resource's calls: `--dts-endpoint` > allowlisted `spec.endpoint` > the
-/// region's official endpoint. An error is an invalid spec, reported to the user.
-pub fn resolve_endpoint(
+/// region's official endpoint. An error is an invalid spec, reported to the user. (The `reset`
+/// command has no override and no allowlist: `crate::reset::endpoint_from_flags`.)
+pub fn endpoint_for_resource(
     obj: &DtsJobReset,
     region: &str,
     override_endpoint: Option<&Endpoint>,
@@ -202,7 +204,7 @@ mod tests {
         let allow = EndpointAllowlist::default();
         let over = Endpoint::parse("http://127.0.0.1:9").unwrap();
         assert_eq!(
-            resolve_endpoint(
+            endpoint_for_resource(
                 &obj(Some("https://evil.com")),
                 "cn-hangzhou",
                 Some(&over),
@@ -213,13 +215,13 @@ mod tests {
             "the admin override wins over spec.endpoint"
         );
         assert_eq!(
-            resolve_endpoint(&obj(None), "ap-northeast-1", None, &allow)
+            endpoint_for_resource(&obj(None), "ap-northeast-1", None, &allow)
                 .unwrap()
                 .host(),
             "dts.ap-northeast-1.aliyuncs.com"
         );
         assert_eq!(
-            resolve_endpoint(
+            endpoint_for_resource(
                 &obj(Some("dts-vpc.cn-beijing.aliyuncs.com")),
                 "cn-beijing",
                 None,
@@ -229,10 +231,11 @@ mod tests {
             .base_url(),
             "https://dts-vpc.cn-beijing.aliyuncs.com"
         );
-        let err = resolve_endpoint(&obj(Some("https://evil.com")), "cn-hangzhou", None, &allow)
-            .unwrap_err();
+        let err =
+            endpoint_for_resource(&obj(Some("https://evil.com")), "cn-hangzhou", None, &allow)
+                .unwrap_err();
         assert!(err.contains("allowlist"), "{err}");
-        let err = resolve_endpoint(
+        let err = endpoint_for_resource(
             &obj(Some("http://10.0.0.1")),
             "cn-hangzhou",
             None,

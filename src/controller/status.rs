@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, PostParams};
 use kube::{Resource, ResourceExt};
 
-use crate::aliyun::dts::render_message;
+use crate::aliyun::dts::DtsAnswer;
 use crate::aliyun::error::{AttemptOutcome, RetryReason};
 use crate::crd::{
     DtsJobReset, DtsJobResetStatus, FIELD_MANAGER, Phase, REQUESTED_AT_ANNOTATION, RequestRecord,
@@ -130,14 +130,20 @@ fn job_of(s: &DtsJobResetStatus) -> String {
         .unwrap_or_default()
 }
 
+/// Status holds the last answer's fields (as `recorded_answer` gives them); a new request or an
+/// abandoned claim clears them.
+fn set_answer(s: &mut DtsJobResetStatus, answer: DtsAnswer) {
+    s.request_id = answer.request_id;
+    s.success = answer.success;
+    s.http_status_code = answer.http_status_code;
+    s.err_code = answer.err_code;
+    s.err_message = answer.err_message;
+    s.dynamic_message = answer.dynamic_message;
+    s.dynamic_code = answer.dynamic_code;
+}
+
 fn clear_answer(s: &mut DtsJobResetStatus) {
-    s.request_id = None;
-    s.success = None;
-    s.http_status_code = None;
-    s.err_code = None;
-    s.err_message = None;
-    s.dynamic_message = None;
-    s.dynamic_code = None;
+    set_answer(s, DtsAnswer::default());
 }
 
 fn t(now: Timestamp) -> Option<Time> {
@@ -256,25 +262,6 @@ pub fn claim(
     s
 }
 
-fn copy_answer(s: &mut DtsJobResetStatus, outcome: &AttemptOutcome) {
-    clear_answer(s);
-    match outcome {
-        AttemptOutcome::Answered { answer, .. } => {
-            s.request_id = answer.request_id.clone();
-            s.success = answer.success;
-            s.http_status_code = answer.http_status_code;
-            s.err_code = answer.err_code.clone();
-            s.err_message = answer.err_message.clone();
-            s.dynamic_message = answer.dynamic_message.clone();
-            s.dynamic_code = answer.dynamic_code.clone();
-        }
-        AttemptOutcome::Unparseable { error, .. } => {
-            s.http_status_code = Some(i64::from(error.http_status));
-        }
-        AttemptOutcome::Transport(_) => {}
-    }
-}
-
 fn finish(s: &mut DtsJobResetStatus, phase: Phase, now: Timestamp) {
     s.phase = Some(phase);
     s.completion_time = t(now);
@@ -315,12 +302,12 @@ pub fn record(
     now: Timestamp,
 ) -> DtsJobResetStatus {
     let mut s = claimed.clone();
-    copy_answer(&mut s, outcome);
+    set_answer(&mut s, outcome.recorded_answer());
     s.claimed_by = None;
     s.claim_deadline = None;
     let attempts = s.attempts.unwrap_or(0);
     let job = job_of(&s);
-    let what = describe(outcome);
+    let what = outcome.describe();
     match step {
         NextStep::Finish(fin) => {
             let (phase, health, why, msg) = match fin {
@@ -461,30 +448,6 @@ pub fn exhausted(
     s
 }
 
-/// One line about an outcome for condition messages and events: code and message with `%s`
-/// filled in.
-pub fn describe(outcome: &AttemptOutcome) -> String {
-    match outcome {
-        AttemptOutcome::Answered {
-            http_status,
-            answer,
-            ..
-        } => {
-            let msg = answer
-                .err_message
-                .as_deref()
-                .map(|m| render_message(m, answer.dynamic_message.as_deref()));
-            match (&answer.err_code, msg) {
-                (Some(code), Some(m)) => format!("HTTP {http_status}, {code}: {m}"),
-                (Some(code), None) => format!("HTTP {http_status}, {code}"),
-                (None, Some(m)) => format!("HTTP {http_status}: {m}"),
-                (None, None) => outcome.describe(),
-            }
-        }
-        _ => outcome.describe(),
-    }
-}
-
 /// Errors of the status write.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -523,7 +486,6 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::aliyun::dts::DtsAnswer;
     use crate::aliyun::error::TransportFailure;
 
     fn ts(s: &str) -> Timestamp {

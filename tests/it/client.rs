@@ -5,14 +5,15 @@
 use std::time::Duration;
 
 use dts_operator::aliyun::client::{ClientOptions, DtsClient, ResetCall};
-use dts_operator::aliyun::credentials::{
-    Credentials, CredentialsProvider, RrsaConfig, RrsaProvider,
-};
+use dts_operator::aliyun::credentials::Credentials;
 use dts_operator::aliyun::dts::ResetDtsJobParams;
 use dts_operator::aliyun::endpoint::Endpoint;
 use dts_operator::aliyun::error::{AttemptOutcome, Class, TransportFailure, classify};
+use dts_operator::aliyun::provider::CredentialsProvider;
+use dts_operator::aliyun::rrsa::{RrsaConfig, RrsaProvider};
 use dts_operator::aliyun::signer::{SignatureVersion, SigningContext};
-use dts_operator::retry::{Backoff, Final, RunResult, run_attempts};
+use dts_operator::reset::attempts::{RunResult, run_attempts};
+use dts_operator::retry::{Backoff, Final};
 use dts_simulator::{Answer, Simulator, Style};
 
 const ID: &str = "testid";

@@ -132,7 +132,7 @@ async fn happy_path_status_conditions_events_columns_metrics() {
         "dts_operator_dts_requests_total{action=\"ResetDtsJob\",outcome=\"succeeded\",code=\"\"} 1",
         "dts_operator_resources{phase=\"Succeeded\"} 1",
         "dts_operator_leader 1",
-        "dts_operator_reconciles_total{result=\"ok\"}",
+        "dts_operator_reconciles_total{result=\"ok\",category=\"\"}",
         "dts_operator_dts_request_duration_seconds_count{action=\"ResetDtsJob\"} 1",
     ] {
         assert!(metrics.contains(needle), "missing {needle}\n{metrics}");
@@ -892,7 +892,7 @@ async fn secrets_never_reach_logs_events_status_or_metrics() {
     opts.rust_log = "trace".to_string();
     let op = Operator::start(opts.arg("--log-format").arg("json")).await;
     let mut v1 = spec("job-s1");
-    v1.signature_version = Some(dts_operator::crd::SignatureVersionSpec::V1);
+    v1.signature_version = Some(dts_operator::crd::SignatureVersion::V1);
     create(&client, &ns, "s1", v1).await;
     create(&client, &ns, "s2", spec("job-s2")).await;
     create(&client, &ns, "s3", spec("job-s3")).await;

@@ -5,10 +5,11 @@
 use std::collections::BTreeMap;
 
 use dts_operator::aliyun::credentials::Credentials;
+use dts_operator::aliyun::encoding::{canonical_query, pct};
 use dts_operator::aliyun::endpoint::Endpoint;
 use dts_operator::aliyun::signer::{
-    RpcRequest, SigningContext, canonical_query, pct, sha256_hex, sign_v1, sign_v3, v1_signature,
-    v1_string_to_sign, v3_authorization, v3_canonical_request, v3_signature, v3_string_to_sign,
+    RpcRequest, SigningContext, sha256_hex, sign_v1, sign_v3, v1_signature, v1_string_to_sign,
+    v3_authorization, v3_canonical_request, v3_signature, v3_string_to_sign,
 };
 use serde_json::Value;
 

@@ -1,19 +1,26 @@
 //! `dts-operator reset`: one ResetDtsJob from the command line, with the operator's client,
 //! credentials chain and retry policy. One JSON object on one line on stdout, progress on stderr,
 //! exit codes 0 (succeeded), 1 (failed), 2 (usage/configuration, nothing sent), 3 (unknown).
+//! The attempt loop itself is [`attempts`].
+
+pub mod attempts;
 
 use std::io::Write;
 
 use serde::Serialize;
 
-use crate::aliyun::client::{ClientOptions, DtsClient, ResetApi, ResetCall, build_http_client};
-use crate::aliyun::credentials::{Credentials, CredentialsProvider};
-use crate::aliyun::dts::{ResetDtsJobParams, validate_job_id};
+use crate::aliyun::client::{
+    ClientOptions, DtsClient, ResetApi, ResetCall, TrustRoots, build_http_client,
+};
+use crate::aliyun::credentials::{Credentials, CredentialsError};
+use crate::aliyun::dts::{DtsAnswer, ResetDtsJobParams, validate_job_id};
 use crate::aliyun::endpoint::{Endpoint, Scheme, dts_endpoint_for_region};
 use crate::aliyun::error::AttemptOutcome;
-use crate::aliyun::signer::{SignatureVersion, SigningContext};
+use crate::aliyun::provider::CredentialsProvider;
+use crate::aliyun::signer::SigningContext;
 use crate::cli::ResetArgs;
-use crate::retry::{Final, NextStep, Progress, jitter_unit, run_attempts};
+use crate::retry::{Final, NextStep, jitter_unit};
+use attempts::{Progress, run_attempts};
 
 /// Process exit codes of `reset`.
 pub mod exit {
@@ -27,24 +34,13 @@ pub mod exit {
     pub const UNKNOWN: i32 = 3;
 }
 
-/// The one line printed on stdout.
+/// The one line printed on stdout: the last answer's fields, then `attempts` and `outcome`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ResetOutput {
-    /// `RequestId` of the last answer.
-    pub request_id: Option<String>,
-    /// `Success`.
-    pub success: Option<bool>,
-    /// `HttpStatusCode` (body), else the HTTP status.
-    pub http_status_code: Option<i64>,
-    /// `ErrCode` / `Code`.
-    pub err_code: Option<String>,
-    /// `ErrMessage` / `Message`, as returned.
-    pub err_message: Option<String>,
-    /// `DynamicMessage`.
-    pub dynamic_message: Option<String>,
-    /// `DynamicCode`.
-    pub dynamic_code: Option<String>,
+    /// The last answer as recorded (all `null` without one).
+    #[serde(flatten)]
+    pub answer: DtsAnswer,
     /// Attempts sent.
     pub attempts: u32,
     /// `succeeded` | `failed` | `unknown`.
@@ -54,32 +50,20 @@ pub struct ResetOutput {
 impl ResetOutput {
     /// The output for a final result and the last attempt's outcome.
     pub fn from_outcome(result: Final, attempts: u32, last: Option<&AttemptOutcome>) -> Self {
-        let mut out = ResetOutput {
+        ResetOutput {
+            answer: last
+                .map(AttemptOutcome::recorded_answer)
+                .unwrap_or_default(),
             attempts,
             outcome: result.outcome_str(),
-            ..Default::default()
-        };
-        match last {
-            Some(AttemptOutcome::Answered { answer, .. }) => {
-                out.request_id = answer.request_id.clone();
-                out.success = answer.success;
-                out.http_status_code = answer.http_status_code;
-                out.err_code = answer.err_code.clone();
-                out.err_message = answer.err_message.clone();
-                out.dynamic_message = answer.dynamic_message.clone();
-                out.dynamic_code = answer.dynamic_code.clone();
-            }
-            Some(AttemptOutcome::Unparseable { error, .. }) => {
-                out.http_status_code = Some(i64::from(error.http_status));
-            }
-            Some(AttemptOutcome::Transport(_)) | None => {}
         }
-        out
     }
 }
 
-/// Resolves the DTS endpoint: `--endpoint` (loopback rule applies) or the SDK's region map.
-pub fn resolve_endpoint(args: &ResetArgs) -> Result<Endpoint, String> {
+/// The endpoint from the flags: `--endpoint` (loopback rule applies), else the SDK's region map.
+/// (The controller's choice adds an admin override and an allowlist:
+/// `crate::controller::resolve::endpoint_for_resource`.)
+pub fn endpoint_from_flags(args: &ResetArgs) -> Result<Endpoint, String> {
     match &args.endpoint {
         Some(e) => Endpoint::parse(e).map_err(|e| e.to_string()),
         None => Ok(dts_endpoint_for_region(&args.region)),
@@ -109,17 +93,21 @@ pub async fn execute(args: ResetArgs, stdout: &mut dyn Write, stderr: &mut dyn W
         Ok(b) => b,
         Err(e) => return usage(stderr, &e),
     };
-    let endpoint = match resolve_endpoint(&args) {
+    let endpoint = match endpoint_from_flags(&args) {
         Ok(e) => e,
         Err(e) => return usage(stderr, &format!("--endpoint: {e}")),
     };
     // Plain http to a local gateway with a static key needs no trust store: skip loading it.
-    let tls = endpoint.scheme() == Scheme::Https
+    let needs_tls = endpoint.scheme() == Scheme::Https
         || CredentialsProvider::chain_needs_tls(&|k| std::env::var(k).ok());
     let options = ClientOptions {
         timeout: args.timeout,
         ca_bundle: args.ca_bundle.clone(),
-        tls,
+        trust_roots: if needs_tls {
+            TrustRoots::System
+        } else {
+            TrustRoots::None
+        },
         ..ClientOptions::default()
     };
     let http = match build_http_client(&options) {
@@ -129,15 +117,12 @@ pub async fn execute(args: ResetArgs, stdout: &mut dyn Write, stderr: &mut dyn W
     let provider = match CredentialsProvider::from_env(http.clone()) {
         Ok(Some(p)) => p,
         Ok(None) => {
-            return usage(
-                stderr,
-                &crate::aliyun::credentials::CredentialsError::NotConfigured.to_string(),
-            );
+            return usage(stderr, &CredentialsError::NotConfigured.to_string());
         }
         Err(e) => return usage(stderr, &e.to_string()),
     };
     let client = DtsClient::with_http(http, args.timeout);
-    let signature_version: SignatureVersion = args.signature_version.into();
+    let signature_version = args.signature_version;
     let params = params_from(&args);
 
     if args.dry_run {
@@ -310,10 +295,10 @@ mod tests {
             }),
         );
         assert_eq!(
-            out.err_message.as_deref(),
+            out.answer.err_message.as_deref(),
             Some("The Value of Input Parameter %s is not valid.")
         );
         assert_eq!(out.outcome, "failed");
-        assert_eq!(out.success, Some(false));
+        assert_eq!(out.answer.success, Some(false));
     }
 }

@@ -1128,3 +1128,150 @@ async fn rules_and_dashboard_query_only_what_the_operator_exposes() {
 
     op.terminate().await;
 }
+
+// --- the README's picture of the phases ---------------------------------------------------
+
+/// The README's Mermaid state diagram.
+fn readme_state_diagram() -> String {
+    let readme = read("README.md");
+    let start = readme
+        .find("```mermaid\nstateDiagram-v2\n")
+        .expect("README.md has a Mermaid state diagram");
+    let body = &readme[start + "```mermaid\n".len()..];
+    body[..body.find("\n```").expect("closed")].to_owned()
+}
+
+#[test]
+fn readme_diagram_shows_every_phase_with_its_conditions_and_reasons() {
+    use dts_operator::crd::{Phase, reason};
+    let diagram = readme_state_diagram();
+    // `State : text` lines describe a state; `A --> B : text` are transitions.
+    let mut described: BTreeMap<&str, String> = BTreeMap::new();
+    let mut edges = BTreeSet::new();
+    for line in diagram.lines().map(str::trim) {
+        let (head, text) = line.split_once(" : ").unwrap_or((line, ""));
+        match head.split_once(" --> ") {
+            Some((from, to)) => {
+                edges.insert((from.to_owned(), to.to_owned()));
+            }
+            None if !text.is_empty() => {
+                let d = described.entry(head).or_default();
+                d.push_str(text);
+                d.push('\n');
+            }
+            None => {}
+        }
+    }
+    let phases: BTreeSet<&str> = Phase::ALL.iter().map(|p| p.as_str()).collect();
+    assert_eq!(
+        described.keys().copied().collect::<BTreeSet<_>>(),
+        phases,
+        "every phase, and nothing else, is described"
+    );
+    let condition = |p: &str| match p {
+        "Succeeded" => "Ready=True",
+        "Failed" | "Unknown" => "Stalled=True",
+        _ => "Reconciling=True",
+    };
+    for (phase, text) in &described {
+        assert!(text.contains(condition(phase)), "{phase}: {text}");
+    }
+    for r in [
+        reason::RESET_SUCCEEDED,
+        reason::PENDING,
+        reason::RUNNING,
+        reason::THROTTLED,
+        reason::SERVICE_UNAVAILABLE,
+        reason::WAITING_FOR_SECRET,
+        reason::CONCURRENT_REQUEST,
+        reason::RESET_FAILED,
+        reason::RETRIES_EXHAUSTED,
+        reason::OUTCOME_UNKNOWN,
+        reason::INVALID_SPEC,
+        reason::CREDENTIALS_UNAVAILABLE,
+    ] {
+        assert!(
+            described.values().any(|t| t.contains(r)),
+            "reason {r} is in no phase of the diagram"
+        );
+    }
+    let edge = |a: &str, b: &str| edges.contains(&(a.to_owned(), b.to_owned()));
+    for (from, to) in [
+        ("[*]", "Pending"),
+        ("Pending", "Running"),
+        ("Running", "Retrying"),
+        ("Retrying", "Running"),
+        ("Running", "Succeeded"),
+        ("Running", "Failed"),
+        ("Running", "Unknown"),
+        ("Unknown", "Succeeded"),
+    ] {
+        assert!(edge(from, to), "no transition {from} --> {to}");
+    }
+    for finished in ["Succeeded", "Failed", "Unknown"] {
+        assert!(edge(finished, "Pending"), "{finished}: no new request");
+    }
+    assert!(
+        diagram.contains("ResetVerified (NOT YET"),
+        "the verified transition is marked as not there yet"
+    );
+}
+
+#[test]
+fn readme_request_table_names_what_starts_a_reset_and_what_never_does() {
+    let readme = read("README.md");
+    let start = readme
+        .find("### What starts a new request")
+        .expect("the request-identity section");
+    let section = &readme[start..];
+    let section = &section[..section[4..].find("\n#").map_or(section.len(), |i| i + 4)];
+    let rows: Vec<(&str, &str)> = section
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| change") && !l.starts_with("| ---"))
+        .map(|l| {
+            let (what, answer) = l.trim_end_matches(" |").rsplit_once(" | ").unwrap();
+            (what, answer)
+        })
+        .collect();
+    let yes: String = rows
+        .iter()
+        .filter(|(_, a)| a.contains("yes"))
+        .map(|(w, _)| *w)
+        .collect();
+    let no: String = rows
+        .iter()
+        .filter(|(_, a)| *a == "no")
+        .map(|(w, _)| *w)
+        .collect();
+    assert_eq!(rows.len(), 6, "{rows:?}");
+    for field in [
+        "dtsJobId",
+        "dtsInstanceId",
+        "synchronizationDirection",
+        "regionId",
+        "dtsops.io/requested-at",
+    ] {
+        assert!(yes.contains(field), "{field} must start a new request");
+    }
+    for never in [
+        "backoffLimit",
+        "ttlSecondsAfterFinished",
+        "credentials",
+        "signatureVersion",
+        "endpoint",
+        "labels",
+        "--default-region",
+        "upgrade",
+    ] {
+        assert!(no.contains(never), "{never} must never start a new request");
+    }
+    // Every spec field of the CRD is in the table, one way or the other.
+    let crd = serde_json::to_value(<DtsJobReset as kube::CustomResourceExt>::crd()).unwrap();
+    let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    for field in spec["properties"].as_object().unwrap().keys() {
+        assert!(
+            yes.contains(field.as_str()) || no.contains(field.as_str()),
+            "spec.{field} is missing from the table"
+        );
+    }
+}

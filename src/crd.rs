@@ -10,6 +10,7 @@ use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::aliyun::dts::ResetDtsJobParams;
 pub use crate::aliyun::dts::SynchronizationDirection;
 pub use crate::aliyun::signer::SignatureVersion;
 
@@ -234,6 +235,18 @@ pub struct RequestRecord {
     /// The `dtsops.io/requested-at` annotation of this request, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_at: Option<String>,
+}
+
+impl From<&RequestRecord> for ResetDtsJobParams {
+    /// The call a request sends: its parameters, with the region it was resolved to.
+    fn from(r: &RequestRecord) -> Self {
+        ResetDtsJobParams {
+            dts_job_id: r.dts_job_id.clone(),
+            dts_instance_id: r.dts_instance_id.clone(),
+            synchronization_direction: r.synchronization_direction.clone(),
+            region_id: Some(r.region_id.clone()),
+        }
+    }
 }
 
 /// Observed state, written only by the operator.

@@ -38,13 +38,13 @@ fn main() {
                 .expect("tokio runtime");
             match runtime.block_on(dts_operator::operator::run(*args)) {
                 Ok(()) => 0,
-                Err(e @ dts_operator::operator::RunError::Config(_)) => {
-                    tracing::error!(error = %e, "cannot start");
-                    eprintln!("dts-operator run: {e}");
+                Err(e @ dts_operator::operator::RunError::Config { .. }) => {
+                    tracing::error!(error = %e.chain(), "cannot start");
+                    eprintln!("dts-operator run: {}", e.chain());
                     2
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "stopped with an error");
+                    tracing::error!(error = %e.chain(), "stopped with an error");
                     1
                 }
             }

@@ -1,15 +1,20 @@
-//! `dts-operator run`: wiring of the controller process — Kubernetes client, DTS client,
-//! default credentials, admin server, leader election, the kube-runtime controller, and graceful
-//! shutdown (stop claiming, let in-flight calls finish and be recorded, release the lease).
+//! `dts-operator run`: the controller process, in stages —
+//! [`RunConfig::from_args`] (pure: flags and environment facts → settings, every configuration
+//! error found before anything starts), then [`run`]: build the clients, serve the admin
+//! endpoints, stand by for the lease, run the kube-runtime controller, and drain on SIGTERM (stop
+//! claiming, let in-flight calls finish and be recorded, release the lease).
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures::StreamExt;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::controller::{Config as ControllerRuntimeConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Api, Client};
 use tokio::sync::Semaphore;
@@ -26,15 +31,54 @@ use crate::leader::{LeaderConfig, LeaderElector};
 use crate::metrics::Metrics;
 use crate::ratelimit::TokenBucket;
 
-/// Start-up errors: configuration (exit 2) or runtime (exit 1).
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why `run` could not start (exit 2) or stopped (exit 1).
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    /// Bad flags or environment.
-    #[error("configuration: {0}")]
-    Config(String),
-    /// Something failed at run time.
-    #[error("{0}")]
-    Runtime(String),
+    /// Bad flags or environment: nothing was started.
+    #[error("configuration: {what}")]
+    Config {
+        /// What is wrong, naming the flag.
+        what: String,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// The controller's event stream ended.
+    #[error("the controller stopped unexpectedly")]
+    ControllerStopped,
+    /// Another instance holds the lease now, or it could not be renewed in time.
+    #[error("leader lease lost: stopping at once")]
+    LeaseLost,
+}
+
+impl RunError {
+    fn config(what: impl Into<String>, source: impl Into<BoxError>) -> RunError {
+        RunError::Config {
+            what: what.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    fn invalid(what: impl Into<String>) -> RunError {
+        RunError::Config {
+            what: what.into(),
+            source: None,
+        }
+    }
+
+    /// The error and its sources on one line.
+    pub fn chain(&self) -> String {
+        let mut out = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(s) = source {
+            out.push_str(": ");
+            out.push_str(&s.to_string());
+            source = s.source();
+        }
+        out
+    }
 }
 
 const SA_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
@@ -68,21 +112,125 @@ fn hostname() -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
-async fn kube_client(args: &RunArgs) -> Result<Client, RunError> {
+/// Facts about the process's environment that the settings depend on.
+#[derive(Clone, Debug, Default)]
+pub struct Environment {
+    /// [`own_namespace`].
+    pub own_namespace: Option<String>,
+    /// [`identity`].
+    pub identity: String,
+}
+
+/// Everything `run` needs to know, decided before anything starts.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// `--kubeconfig` (else `KUBECONFIG`, then in-cluster).
+    pub kubeconfig: Option<PathBuf>,
+    /// `--namespace`: the one namespace watched, or all.
+    pub watch_namespace: Option<String>,
+    /// The controller's settings.
+    pub controller: ControllerConfig,
+    /// The DTS HTTP client's settings.
+    pub client: ClientOptions,
+    /// `--leader-elect`: the Lease to hold before acting.
+    pub leader: Option<LeaderConfig>,
+    /// `--metrics-addr`.
+    pub metrics_addr: SocketAddr,
+    /// `--max-concurrent-resets`.
+    pub max_concurrent_resets: u32,
+    /// `--dts-qps`.
+    pub dts_qps: f64,
+    /// `--dts-burst`.
+    pub dts_burst: u32,
+    /// `--shutdown-timeout`.
+    pub shutdown_timeout: Duration,
+    /// Things worth a warning at start-up.
+    pub warnings: Vec<String>,
+}
+
+impl RunConfig {
+    /// The settings from the flags. Pure; every configuration error is found here.
+    pub fn from_args(args: &RunArgs, env: &Environment) -> Result<RunConfig, RunError> {
+        let mut warnings = Vec::new();
+        let default_scope = match (&args.default_credentials_namespaces, &env.own_namespace) {
+            (Some(list), _) => DefaultCredentialsScope::parse(list),
+            (None, Some(ns)) => DefaultCredentialsScope::Namespaces(vec![ns.clone()]),
+            (None, None) => {
+                warnings.push(
+                    "the operator's namespace is unknown (no POD_NAMESPACE, no service-account namespace file): no namespace may use its default credentials; set --default-credentials-namespaces".to_string(),
+                );
+                DefaultCredentialsScope::Namespaces(Vec::new())
+            }
+        };
+        let dts_endpoint = args
+            .dts_endpoint
+            .as_deref()
+            .map(Endpoint::parse)
+            .transpose()
+            .map_err(|e| RunError::config("--dts-endpoint", e))?;
+        let backoff = args.backoff.policy().map_err(RunError::invalid)?;
+        let leader = if args.leader_elect {
+            let namespace = args
+                .leader_election_namespace
+                .clone()
+                .or(env.own_namespace.clone())
+                .ok_or_else(|| {
+                    RunError::invalid(
+                        "--leader-elect needs --leader-election-namespace (the operator's namespace is unknown)",
+                    )
+                })?;
+            Some(LeaderConfig {
+                namespace,
+                name: args.leader_election_lease_name.clone(),
+                identity: env.identity.clone(),
+                lease_duration: args.leader_election_lease_duration,
+            })
+        } else {
+            None
+        };
+        Ok(RunConfig {
+            kubeconfig: args.kubeconfig.clone(),
+            watch_namespace: args.namespace.clone(),
+            controller: ControllerConfig {
+                default_region: args.default_region.clone(),
+                dts_endpoint,
+                allowlist: EndpointAllowlist::parse(&args.endpoint_allowlist),
+                default_scope,
+                backoff,
+                attempt_timeout: args.dts_timeout,
+                identity: env.identity.clone(),
+            },
+            client: ClientOptions {
+                timeout: args.dts_timeout,
+                ca_bundle: args.ca_bundle.clone(),
+                ..ClientOptions::default()
+            },
+            leader,
+            metrics_addr: args.metrics_addr,
+            max_concurrent_resets: args.max_concurrent_resets,
+            dts_qps: args.dts_qps,
+            dts_burst: args.dts_burst,
+            shutdown_timeout: args.shutdown_timeout,
+            warnings,
+        })
+    }
+}
+
+async fn kube_client(kubeconfig: Option<&PathBuf>) -> Result<Client, RunError> {
     crate::install_crypto_provider();
-    let config = match &args.kubeconfig {
+    let config = match kubeconfig {
         Some(path) => {
-            let kc = Kubeconfig::read_from(path)
-                .map_err(|e| RunError::Config(format!("--kubeconfig {}: {e}", path.display())))?;
+            let what = || format!("--kubeconfig {}", path.display());
+            let kc = Kubeconfig::read_from(path).map_err(|e| RunError::config(what(), e))?;
             kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
                 .await
-                .map_err(|e| RunError::Config(format!("--kubeconfig {}: {e}", path.display())))?
+                .map_err(|e| RunError::config(what(), e))?
         }
         None => kube::Config::infer()
             .await
-            .map_err(|e| RunError::Config(format!("no Kubernetes configuration: {e}")))?,
+            .map_err(|e| RunError::config("no Kubernetes configuration", e))?,
     };
-    Client::try_from(config).map_err(|e| RunError::Config(format!("Kubernetes client: {e}")))
+    Client::try_from(config).map_err(|e| RunError::config("Kubernetes client", e))
 }
 
 async fn shutdown_signal() {
@@ -96,145 +244,122 @@ async fn shutdown_signal() {
 
 /// Runs the controller until SIGTERM (graceful) or a lost lease (error).
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
-    let own_ns = own_namespace();
-    let scope = match (&args.default_credentials_namespaces, &own_ns) {
-        (Some(list), _) => DefaultCredentialsScope::parse(list),
-        (None, Some(ns)) => DefaultCredentialsScope::Namespaces(vec![ns.clone()]),
-        (None, None) => {
-            tracing::warn!(
-                "the operator's namespace is unknown (no POD_NAMESPACE, no service-account namespace file): no namespace may use its default credentials; set --default-credentials-namespaces"
-            );
-            DefaultCredentialsScope::Namespaces(Vec::new())
+    let env = Environment {
+        own_namespace: own_namespace(),
+        identity: identity(),
+    };
+    let config = RunConfig::from_args(&args, &env)?;
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    let ready = Arc::new(AtomicBool::new(false));
+    let ctx = Arc::new(build_context(&config).await?);
+    serve_admin(&config, &ctx, ready.clone()).await?;
+
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let elector = match &config.leader {
+        Some(leader) => {
+            let elector = LeaderElector::new(ctx.client.clone(), leader.clone());
+            if !stand_by(&elector, &ctx.metrics, &ready, &mut shutdown).await {
+                return Ok(());
+            }
+            Some(elector)
         }
+        None => None,
     };
-    let dts_endpoint = args
-        .dts_endpoint
-        .as_deref()
-        .map(Endpoint::parse)
-        .transpose()
-        .map_err(|e| RunError::Config(format!("--dts-endpoint: {e}")))?;
-    let backoff = args.backoff.policy().map_err(RunError::Config)?;
-    let options = ClientOptions {
-        timeout: args.dts_timeout,
-        ca_bundle: args.ca_bundle.clone(),
-        ..ClientOptions::default()
-    };
-    let dts = DtsClient::new(&options).map_err(|e| RunError::Config(e.to_string()))?;
+    ctx.metrics.leader.set(1);
+    act(&config, ctx, elector, ready, shutdown).await
+}
+
+/// The clients and shared state of the controller.
+async fn build_context(config: &RunConfig) -> Result<Context, RunError> {
+    let dts = DtsClient::new(&config.client).map_err(|e| RunError::config("DTS client", e))?;
     let default_credentials = CredentialsProvider::from_env(dts.http().clone())
-        .map_err(|e| RunError::Config(e.to_string()))?;
+        .map_err(|e| RunError::config("default credentials", e))?;
     match &default_credentials {
-        Some(p) => tracing::info!(kind = p.kind(), ?scope, "default credentials loaded"),
+        Some(p) => {
+            tracing::info!(kind = p.kind(), scope = ?config.controller.default_scope, "default credentials loaded")
+        }
         None => tracing::info!("no default credentials: resources must name a Secret"),
     }
-    let client = kube_client(&args).await?;
-    let identity = identity();
-    let metrics = Arc::new(Metrics::new());
-    let ready = Arc::new(AtomicBool::new(false));
+    let client = kube_client(config.kubeconfig.as_ref()).await?;
     let reporter = Reporter {
         controller: FIELD_MANAGER.to_string(),
-        instance: Some(identity.clone()),
+        instance: Some(config.controller.identity.clone()),
     };
-    let ctx = Arc::new(Context {
+    Ok(Context {
         client: client.clone(),
-        config: ControllerConfig {
-            default_region: args.default_region.clone(),
-            dts_endpoint,
-            allowlist: EndpointAllowlist::parse(&args.endpoint_allowlist),
-            default_scope: scope,
-            backoff,
-            attempt_timeout: args.dts_timeout,
-            identity: identity.clone(),
-        },
+        config: config.controller.clone(),
         dts: Arc::new(dts),
         default_credentials,
-        recorder: Recorder::new(client.clone(), reporter),
-        metrics: metrics.clone(),
-        bucket: TokenBucket::new(args.dts_qps, args.dts_burst),
-        sends: Semaphore::new(args.max_concurrent_resets as usize),
-        inflight: Mutex::default(),
+        recorder: Recorder::new(client, reporter),
+        metrics: Arc::new(Metrics::new()),
+        bucket: TokenBucket::new(config.dts_qps, config.dts_burst),
+        sends: Semaphore::new(config.max_concurrent_resets as usize),
+        reservations: Default::default(),
         store: OnceLock::new(),
         stopping: AtomicBool::new(false),
-    });
+    })
+}
 
+/// `/metrics`, `/healthz`, `/readyz`; binding errors are configuration errors.
+async fn serve_admin(
+    config: &RunConfig,
+    ctx: &Arc<Context>,
+    ready: Arc<AtomicBool>,
+) -> Result<(), RunError> {
     let refresh_ctx = ctx.clone();
-    let refresh_metrics = metrics.clone();
     admin::serve(
-        args.metrics_addr,
+        config.metrics_addr,
         AdminState {
-            metrics: metrics.clone(),
-            ready: ready.clone(),
+            metrics: ctx.metrics.clone(),
+            ready,
             refresh: Arc::new(move || {
                 if let Some(store) = refresh_ctx.store.get() {
-                    refresh_metrics.set_phase_counts(&controller::phase_counts(store));
+                    refresh_ctx
+                        .metrics
+                        .set_phase_counts(&controller::phase_counts(store));
                 }
             }),
         },
     )
     .await
-    .map_err(|e| RunError::Config(format!("--metrics-addr {}: {e}", args.metrics_addr)))?;
+    .map(|_| ())
+    .map_err(|e| RunError::config(format!("--metrics-addr {}", config.metrics_addr), e))
+}
 
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
-
-    let elector = if args.leader_elect {
-        let namespace = args
-            .leader_election_namespace
-            .clone()
-            .or(own_ns.clone())
-            .ok_or_else(|| {
-                RunError::Config(
-                    "--leader-elect needs --leader-election-namespace (the operator's namespace is unknown)".into(),
-                )
-            })?;
-        let elector = LeaderElector::new(
-            client.clone(),
-            LeaderConfig {
-                namespace,
-                name: args.leader_election_lease_name.clone(),
-                identity: identity.clone(),
-                lease_duration: args.leader_election_lease_duration,
-            },
-        );
-        metrics.leader.set(0);
-        // A standby is healthy and ready: it is doing its job by waiting.
-        ready.store(true, Ordering::SeqCst);
-        tracing::info!(identity = %identity, "standing by for the leader lease");
-        tokio::select! {
-            _ = elector.acquire() => {}
-            _ = &mut shutdown => {
-                tracing::info!("shutdown while standing by");
-                return Ok(());
-            }
+/// Waits for the lease; `false` when shutdown came first. A standby is healthy and ready: it is
+/// doing its job by waiting.
+async fn stand_by(
+    elector: &LeaderElector,
+    metrics: &Metrics,
+    ready: &AtomicBool,
+    shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
+) -> bool {
+    metrics.leader.set(0);
+    ready.store(true, Ordering::SeqCst);
+    tracing::info!("standing by for the leader lease");
+    tokio::select! {
+        _ = elector.acquire() => {}
+        _ = shutdown => {
+            tracing::info!("shutdown while standing by");
+            return false;
         }
-        ready.store(false, Ordering::SeqCst);
-        Some(elector)
-    } else {
-        None
-    };
-    metrics.leader.set(1);
+    }
+    ready.store(false, Ordering::SeqCst);
+    true
+}
 
-    let api: Api<DtsJobReset> = match &args.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let ctrl = Controller::new(api, watcher::Config::default())
-        .with_config(ControllerRuntimeConfig::default().concurrency(
-            u16::try_from(args.max_concurrent_resets.saturating_mul(4)).unwrap_or(u16::MAX),
-        ))
-        .graceful_shutdown_on(async move {
-            let _ = stop_rx.await;
-        });
-    let store = ctrl.store();
-    let _ = ctx.store.set(store.clone());
-    let ready_flag = ready.clone();
+/// Marks the process ready once the watch has synced.
+fn report_ready_after_sync(store: Store<DtsJobReset>, ready: Arc<AtomicBool>) {
     tokio::spawn(async move {
         // The store's readiness signal wakes only the last waiter to poll it, and the controller
         // waits on it too: re-poll instead of waiting once.
         loop {
             match tokio::time::timeout(Duration::from_millis(100), store.wait_until_ready()).await {
                 Ok(Ok(())) => {
-                    ready_flag.store(true, Ordering::SeqCst);
+                    ready.store(true, Ordering::SeqCst);
                     tracing::info!("watch synced: ready");
                     return;
                 }
@@ -243,6 +368,31 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             }
         }
     });
+}
+
+/// Runs the controller until SIGTERM, the lease is lost, or it stops; then drains.
+async fn act(
+    config: &RunConfig,
+    ctx: Arc<Context>,
+    elector: Option<LeaderElector>,
+    ready: Arc<AtomicBool>,
+    mut shutdown: impl std::future::Future<Output = ()> + Unpin,
+) -> Result<(), RunError> {
+    let api: Api<DtsJobReset> = match &config.watch_namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let ctrl = Controller::new(api, watcher::Config::default())
+        .with_config(ControllerRuntimeConfig::default().concurrency(
+            u16::try_from(config.max_concurrent_resets.saturating_mul(4)).unwrap_or(u16::MAX),
+        ))
+        .graceful_shutdown_on(async move {
+            let _ = stop_rx.await;
+        });
+    let store = ctrl.store();
+    let _ = ctx.store.set(store.clone());
+    report_ready_after_sync(store, ready);
     let running = ctrl
         .run(controller::reconcile, controller::error_policy, ctx.clone())
         .for_each(|res| async move {
@@ -251,7 +401,6 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             }
         });
     tokio::pin!(running);
-
     let lease_lost = async {
         match &elector {
             Some(e) => e.hold().await,
@@ -261,19 +410,17 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     tokio::pin!(lease_lost);
 
     tokio::select! {
-        _ = &mut running => {
-            return Err(RunError::Runtime("the controller stopped unexpectedly".into()));
-        }
+        _ = &mut running => return Err(RunError::ControllerStopped),
         _ = &mut lease_lost => {
-            metrics.leader.set(0);
-            return Err(RunError::Runtime("leader lease lost: stopping at once".into()));
+            ctx.metrics.leader.set(0);
+            return Err(RunError::LeaseLost);
         }
         _ = &mut shutdown => {}
     }
-    tracing::info!(timeout = ?args.shutdown_timeout, "SIGTERM: no new claims; waiting for calls in flight");
+    tracing::info!(timeout = ?config.shutdown_timeout, "SIGTERM: no new claims; waiting for calls in flight");
     ctx.stopping.store(true, Ordering::SeqCst);
     let _ = stop_tx.send(());
-    let drained = tokio::time::timeout(args.shutdown_timeout, &mut running).await;
+    let drained = tokio::time::timeout(config.shutdown_timeout, &mut running).await;
     if drained.is_err() {
         tracing::warn!(
             "shutdown timeout reached with a call in flight: it stays claimed and the next controller reports it as Unknown"
@@ -282,11 +429,116 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     if let Some(e) = &elector {
         e.release().await;
     }
-    metrics.leader.set(0);
+    ctx.metrics.leader.set(0);
     tracing::info!("stopped");
     // Reconcile tasks still running past the bound must not delay the exit.
     if drained.is_err() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn args(extra: &[&str]) -> RunArgs {
+        let mut argv = vec!["dts-operator", "run"];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Run(a) => *a,
+            _ => unreachable!(),
+        }
+    }
+
+    fn env(ns: Option<&str>) -> Environment {
+        Environment {
+            own_namespace: ns.map(str::to_string),
+            identity: "me-1234".into(),
+        }
+    }
+
+    #[test]
+    fn defaults_scope_to_the_own_namespace_or_warn() {
+        let c = RunConfig::from_args(&args(&[]), &env(Some("ops"))).unwrap();
+        assert_eq!(
+            c.controller.default_scope,
+            DefaultCredentialsScope::Namespaces(vec!["ops".into()])
+        );
+        assert!(c.warnings.is_empty());
+        assert_eq!(c.controller.identity, "me-1234");
+        assert!(c.leader.is_none());
+        let c = RunConfig::from_args(&args(&[]), &env(None)).unwrap();
+        assert_eq!(
+            c.controller.default_scope,
+            DefaultCredentialsScope::Namespaces(vec![])
+        );
+        assert_eq!(c.warnings.len(), 1);
+        let c = RunConfig::from_args(
+            &args(&["--default-credentials-namespaces", "a, b"]),
+            &env(None),
+        )
+        .unwrap();
+        assert!(c.controller.default_scope.allows("b") && c.warnings.is_empty());
+    }
+
+    #[test]
+    fn endpoints_and_timeouts() {
+        let c = RunConfig::from_args(
+            &args(&[
+                "--dts-endpoint",
+                "http://127.0.0.1:9",
+                "--dts-timeout",
+                "3s",
+                "--endpoint-allowlist",
+                "gw.example",
+            ]),
+            &env(None),
+        )
+        .unwrap();
+        assert_eq!(
+            c.controller.dts_endpoint.as_ref().map(|e| e.base_url()),
+            Some("http://127.0.0.1:9".to_string())
+        );
+        assert_eq!(c.controller.attempt_timeout, Duration::from_secs(3));
+        assert_eq!(c.client.timeout, Duration::from_secs(3));
+        assert!(c.controller.allowlist.allows("gw.example"));
+        let e = RunConfig::from_args(&args(&["--dts-endpoint", "http://10.0.0.1"]), &env(None))
+            .unwrap_err();
+        assert!(e.chain().contains("--dts-endpoint"), "{}", e.chain());
+        assert!(e.chain().contains("plain http"), "{}", e.chain());
+    }
+
+    #[test]
+    fn leader_election_needs_a_namespace() {
+        let e = RunConfig::from_args(&args(&["--leader-elect"]), &env(None)).unwrap_err();
+        assert!(matches!(e, RunError::Config { .. }), "{e}");
+        let c = RunConfig::from_args(&args(&["--leader-elect"]), &env(Some("ops"))).unwrap();
+        let l = c.leader.unwrap();
+        assert_eq!(
+            (l.namespace.as_str(), l.name.as_str()),
+            ("ops", "dts-operator")
+        );
+        assert_eq!(l.identity, "me-1234");
+        assert_eq!(l.lease_duration, Duration::from_secs(15));
+        let c = RunConfig::from_args(
+            &args(&["--leader-elect", "--leader-election-namespace", "elsewhere"]),
+            &env(Some("ops")),
+        )
+        .unwrap();
+        assert_eq!(c.leader.unwrap().namespace, "elsewhere");
+    }
+
+    #[test]
+    fn inconsistent_backoff_is_a_configuration_error() {
+        let e = RunConfig::from_args(
+            &args(&["--backoff-initial", "10s", "--backoff-max", "1s"]),
+            &env(None),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("--backoff-initial"), "{e}");
+    }
 }

@@ -1,0 +1,706 @@
+//! One attempt, as a pipeline of typed steps:
+//! [`endpoint`] → [`credentials`] → [`exclusion`] → [`permits`] → [`claim`] → [`send`] →
+//! [`record`] → publish.
+//!
+//! Each step before the claim either hands its result to the next or stops with a [`Wait`]
+//! (nothing was sent; the status says why), and every `Wait` is handled in one place, [`hold`].
+//! From the accepted claim on nothing waits: the call is sent and its answer is recorded on top
+//! of the claim, so a call is never sent without a claim and never answered without a record
+//! attempt.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+
+use super::events;
+use super::exclusion::{self, Reservation};
+use super::resolve::{CredentialsProblem, ResolvedCredentials, endpoint_for_resource};
+use super::status::{self, WriteError, write_status};
+use super::{Context, Error};
+use crate::aliyun::client::ResetCall;
+use crate::aliyun::dts::{ACTION, ResetDtsJobParams};
+use crate::aliyun::endpoint::Endpoint;
+use crate::aliyun::error::{AttemptOutcome, classify, metric_code};
+use crate::aliyun::signer::SigningContext;
+use crate::crd::{
+    DtsJobReset, DtsJobResetStatus, Phase, RequestRecord, condition, event_reason, reason,
+};
+use crate::metrics::{ActionLabels, RequestLabels};
+use crate::retry::{NextStep, jitter_unit, next_step};
+
+/// How long past an attempt's timeout a claim stays valid before another controller may report
+/// it as Unknown. Covers recording the answer after the call returns.
+pub const CLAIM_GRACE: Duration = Duration::from_secs(10);
+/// How often a missing Secret is looked for again (Secrets are never watched: `get` only).
+pub const SECRET_RECHECK: Duration = Duration::from_secs(5);
+/// How often credentials that failed for a transient reason are tried again.
+const TRANSIENT_CREDENTIALS_RECHECK: Duration = Duration::from_secs(10);
+/// How often credentials that need a human are checked again (a fix recovers by itself).
+const STALLED_CREDENTIALS_RECHECK: Duration = Duration::from_secs(30);
+/// How often a resource waiting for another one's call on the same job looks again.
+const CONCURRENT_RECHECK: Duration = Duration::from_secs(1);
+/// How soon a reconcile turned away by shutdown looks again (another process, usually).
+const STOPPING_RECHECK: Duration = Duration::from_secs(1);
+
+/// What one attempt starts from.
+pub struct Attempt<'a> {
+    /// The resource's namespace API.
+    pub api: &'a Api<DtsJobReset>,
+    /// The resource as read (its `resourceVersion` guards the claim).
+    pub obj: &'a DtsJobReset,
+    /// The request to send.
+    pub desired: &'a RequestRecord,
+    /// The status the claim builds on: the stored one, or a new request's.
+    pub base: DtsJobResetStatus,
+    /// Attempts allowed for the request: 1 + backoffLimit.
+    pub max_attempts: u32,
+}
+
+/// Why nothing is sent now, for the user (status Pending with this reason and message).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Wait {
+    /// Condition reason.
+    pub reason: &'static str,
+    /// Condition message.
+    pub message: String,
+    /// Whether a human is needed (`Stalled=True` beside `Reconciling=True`).
+    pub stalled: bool,
+    /// Look again after this; `None`: when the resource changes.
+    pub requeue: Option<Duration>,
+    /// A Warning event to publish when the status changes to this wait.
+    pub event: Option<&'static str>,
+}
+
+/// How the pipeline stops early.
+enum Stop {
+    /// Nothing sent; tell the user why.
+    Wait(Wait),
+    /// Nothing sent and nothing to tell (shutting down): look again after this.
+    Later(Duration),
+    /// A Kubernetes API error.
+    Failed(Error),
+}
+
+impl From<Error> for Stop {
+    fn from(e: Error) -> Self {
+        Stop::Failed(e)
+    }
+}
+
+impl From<WriteError> for Stop {
+    fn from(e: WriteError) -> Self {
+        Stop::Failed(Error::Status(e))
+    }
+}
+
+/// The accepted claim.
+struct Claimed {
+    /// The resource as stored by the claim write (its `resourceVersion` guards the record).
+    object: DtsJobReset,
+    /// The claimed status.
+    status: DtsJobResetStatus,
+    /// The claimed attempt's number.
+    attempt: i32,
+}
+
+/// What the call produced and what follows from it.
+struct Sent {
+    outcome: AttemptOutcome,
+    step: NextStep,
+}
+
+impl Sent {
+    /// When to look at the resource again.
+    fn requeue(&self) -> Action {
+        match self.step {
+            NextStep::RetryAfter { wait, .. } => Action::requeue(wait + Duration::from_millis(50)),
+            NextStep::RefreshCredentials => Action::requeue(Duration::from_millis(10)),
+            NextStep::Finish(_) => Action::await_change(),
+        }
+    }
+}
+
+/// Runs one attempt: the pipeline, and the one place that handles its waits.
+pub async fn run(ctx: &Context, attempt: Attempt<'_>) -> Result<Action, Error> {
+    match pipeline(ctx, &attempt).await {
+        Ok(action) => Ok(action),
+        Err(Stop::Wait(w)) => hold(ctx, &attempt, w).await,
+        Err(Stop::Later(after)) => Ok(Action::requeue(after)),
+        Err(Stop::Failed(e)) => Err(e),
+    }
+}
+
+async fn pipeline(ctx: &Context, a: &Attempt<'_>) -> Result<Action, Stop> {
+    not_stopping(ctx)?;
+    let endpoint = endpoint(ctx, a)?;
+    let credentials = credentials(ctx, a).await?;
+    let _job = exclusion(ctx, a)?;
+    let _permit = permits(ctx).await?;
+    let claim = claim(ctx, a).await?;
+    let sent = send(ctx, a, &claim, endpoint, credentials).await;
+    let stored = record(ctx, a, claim, &sent).await?;
+    events::publish_outcome(
+        &ctx.recorder,
+        &ctx.metrics,
+        &stored,
+        &sent.outcome,
+        &sent.step,
+    )
+    .await;
+    Ok(sent.requeue())
+}
+
+/// After SIGTERM nothing new is claimed.
+fn not_stopping(ctx: &Context) -> Result<(), Stop> {
+    if ctx.stopping.load(Ordering::SeqCst) {
+        Err(Stop::Later(STOPPING_RECHECK))
+    } else {
+        Ok(())
+    }
+}
+
+/// Where to send: an invalid endpoint is a spec problem for a human.
+fn endpoint(ctx: &Context, a: &Attempt<'_>) -> Result<Endpoint, Stop> {
+    endpoint_for_resource(
+        a.obj,
+        &a.desired.region_id,
+        ctx.config.dts_endpoint.as_ref(),
+        &ctx.config.allowlist,
+    )
+    .map_err(|message| {
+        Stop::Wait(Wait {
+            reason: reason::INVALID_SPEC,
+            message,
+            stalled: true,
+            requeue: None,
+            event: None,
+        })
+    })
+}
+
+/// Credentials, read fresh for every attempt.
+async fn credentials(ctx: &Context, a: &Attempt<'_>) -> Result<ResolvedCredentials, Stop> {
+    let ns = a.obj.namespace().ok_or(Error::NoNamespace)?;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    super::resolve::resolve_credentials(
+        &secrets,
+        a.obj,
+        &ns,
+        ctx.default_credentials.as_ref(),
+        &ctx.config.default_scope,
+    )
+    .await
+    .map_err(|problem| Stop::Wait(credentials_wait(&problem)))
+}
+
+/// How each credentials problem is shown and rechecked.
+fn credentials_wait(problem: &CredentialsProblem) -> Wait {
+    let message = problem.message();
+    match problem {
+        CredentialsProblem::SecretNotFound(_) => Wait {
+            reason: reason::WAITING_FOR_SECRET,
+            message,
+            stalled: false,
+            requeue: Some(SECRET_RECHECK),
+            event: None,
+        },
+        CredentialsProblem::Transient(_) => Wait {
+            reason: reason::CREDENTIALS_UNAVAILABLE,
+            message,
+            stalled: false,
+            requeue: Some(TRANSIENT_CREDENTIALS_RECHECK),
+            event: None,
+        },
+        CredentialsProblem::SecretInvalid(_)
+        | CredentialsProblem::DefaultsNotPermitted(_)
+        | CredentialsProblem::NoDefaults => Wait {
+            reason: reason::CREDENTIALS_UNAVAILABLE,
+            message,
+            stalled: true,
+            requeue: Some(STALLED_CREDENTIALS_RECHECK),
+            event: Some(event_reason::CREDENTIALS_UNAVAILABLE),
+        },
+    }
+}
+
+/// One call in flight per (region, job), across resources.
+fn exclusion<'c>(ctx: &'c Context, a: &Attempt<'_>) -> Result<Reservation<'c>, Stop> {
+    let key = (a.desired.region_id.clone(), a.desired.dts_job_id.clone());
+    let uid = a.obj.uid().unwrap_or_default();
+    exclusion::acquire(
+        &ctx.reservations,
+        ctx.store.get(),
+        &key,
+        &uid,
+        Timestamp::now(),
+    )
+    .map_err(|who| {
+        Stop::Wait(Wait {
+            reason: reason::CONCURRENT_REQUEST,
+            message: format!(
+                "Waiting: {who} has a ResetDtsJob call in flight for job {} in {}",
+                key.1, key.0
+            ),
+            stalled: false,
+            requeue: Some(CONCURRENT_RECHECK),
+            event: None,
+        })
+    })
+}
+
+/// Limits toward DTS (concurrency, then rate), then a last look at shutdown before claiming.
+async fn permits(ctx: &Context) -> Result<tokio::sync::SemaphorePermit<'_>, Stop> {
+    let permit = ctx.sends.acquire().await.expect("semaphore never closed");
+    ctx.bucket.acquire().await;
+    not_stopping(ctx)?;
+    Ok(permit)
+}
+
+/// The claim: accepted only if nobody wrote since the resource was read.
+async fn claim(ctx: &Context, a: &Attempt<'_>) -> Result<Claimed, Stop> {
+    let generation = a.obj.meta().generation;
+    let now = Timestamp::now();
+    let deadline = now
+        + jiff::SignedDuration::try_from(ctx.config.attempt_timeout + CLAIM_GRACE)
+            .unwrap_or_default();
+    let status = status::claim(
+        &a.base,
+        &ctx.config.identity,
+        deadline,
+        a.max_attempts,
+        generation,
+        now,
+    );
+    let attempt = status.attempts.unwrap_or(1);
+    let object = write_status(a.api, a.obj, status.clone()).await?;
+    events::publish(
+        &ctx.recorder,
+        &object,
+        EventType::Normal,
+        event_reason::RESET_REQUESTED,
+        // kube-rs's recorder folds repeats of a reason into one Event and keeps the first note,
+        // so no per-attempt number here: status.attempts has it.
+        format!(
+            "Sending ResetDtsJob for job {} in {}",
+            a.desired.dts_job_id, a.desired.region_id
+        ),
+    )
+    .await;
+    Ok(Claimed {
+        object,
+        status,
+        attempt,
+    })
+}
+
+/// The call, and the decision taken from its outcome.
+async fn send(
+    ctx: &Context,
+    a: &Attempt<'_>,
+    claim: &Claimed,
+    endpoint: Endpoint,
+    credentials: ResolvedCredentials,
+) -> Sent {
+    let call = ResetCall {
+        endpoint,
+        params: ResetDtsJobParams::from(a.desired),
+        credentials: credentials.credentials,
+        signature_version: a.obj.spec.signature_version.unwrap_or_default(),
+        context: SigningContext::fresh(),
+    };
+    let started = std::time::Instant::now();
+    let outcome = ctx.dts.reset_dts_job(&call).await;
+    ctx.metrics
+        .dts_request_duration
+        .get_or_create(&ActionLabels { action: ACTION })
+        .observe(started.elapsed().as_secs_f64());
+    let class = classify(&outcome);
+    ctx.metrics
+        .dts_requests
+        .get_or_create(&RequestLabels {
+            action: ACTION,
+            outcome: class.metric_outcome(),
+            code: metric_code(&outcome),
+        })
+        .inc();
+    tracing::info!(attempt = claim.attempt, outcome = %outcome.describe(), ?class, "ResetDtsJob answered");
+    let step = next_step(
+        class,
+        u32::try_from(claim.attempt.max(1)).unwrap_or(1),
+        a.max_attempts,
+        claim.status.credentials_refreshed.unwrap_or(false),
+        &ctx.config.backoff,
+        jitter_unit(),
+        outcome.retry_hint(),
+    );
+    if step == NextStep::RefreshCredentials
+        && let Some(p) = &credentials.provider
+    {
+        p.invalidate().await;
+    }
+    Sent { outcome, step }
+}
+
+/// Records the answer on top of the claim.
+async fn record(
+    ctx: &Context,
+    a: &Attempt<'_>,
+    claim: Claimed,
+    sent: &Sent,
+) -> Result<DtsJobReset, Stop> {
+    let recorded = status::record(
+        &claim.status,
+        &sent.outcome,
+        &sent.step,
+        a.max_attempts,
+        a.obj.meta().generation,
+        Timestamp::now(),
+    );
+    Ok(record_answer(
+        a.api,
+        claim.object,
+        recorded,
+        &ctx.config.identity,
+        claim.attempt,
+    )
+    .await?)
+}
+
+/// Writes the answer on top of the claim. On conflict the fresh object is read again and the
+/// answer is written as long as it still belongs to the same attempt: an answer is never lost
+/// to a concurrent writer, and never written over a newer request.
+pub async fn record_answer(
+    api: &Api<DtsJobReset>,
+    claimed: DtsJobReset,
+    recorded: DtsJobResetStatus,
+    identity: &str,
+    attempt_no: i32,
+) -> Result<DtsJobReset, Error> {
+    let mut base = claimed;
+    let started = tokio::time::Instant::now();
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match write_status(api, &base, recorded.clone()).await {
+            Ok(o) => return Ok(o),
+            Err(WriteError::Conflict) => {
+                let Some(fresh) = api.get_opt(&base.name_any()).await? else {
+                    tracing::warn!("resource deleted before its answer could be recorded");
+                    return Ok(base);
+                };
+                let fs = fresh.status.clone().unwrap_or_default();
+                let same_attempt =
+                    fs.request == recorded.request && fs.attempts == Some(attempt_no);
+                if !same_attempt {
+                    tracing::error!(
+                        identity,
+                        "the resource moved on to another request before this answer could be recorded"
+                    );
+                    return Ok(fresh);
+                }
+                base = fresh;
+            }
+            Err(WriteError::Api(e)) => {
+                // The answer is the only record of a destructive call: keep trying for a while.
+                if started.elapsed() > Duration::from_secs(120) {
+                    return Err(Error::Status(WriteError::Api(e)));
+                }
+                tracing::warn!(error = %e, "recording the answer failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// The one place a [`Wait`] is handled: the waiting status is written unless it is already
+/// stored, its event published when it changed, and the resource looked at again when due.
+async fn hold(ctx: &Context, a: &Attempt<'_>, wait: Wait) -> Result<Action, Error> {
+    if write_wait(a, &wait).await?
+        && let Some(reason) = wait.event
+    {
+        events::publish(
+            &ctx.recorder,
+            a.obj,
+            EventType::Warning,
+            reason,
+            wait.message.clone(),
+        )
+        .await;
+    }
+    Ok(wait
+        .requeue
+        .map_or_else(Action::await_change, Action::requeue))
+}
+
+/// Writes the waiting status on top of the attempt's base unless the stored status is already
+/// exactly that; returns whether it wrote.
+async fn write_wait(a: &Attempt<'_>, wait: &Wait) -> Result<bool, Error> {
+    let generation = a.obj.meta().generation;
+    let base = &a.base;
+    let same = a.obj.status.as_ref() == Some(base)
+        && base.phase == Some(Phase::Pending)
+        && base.observed_generation == generation
+        && base
+            .conditions
+            .iter()
+            .find(|c| c.type_ == condition::RECONCILING)
+            .is_some_and(|c| c.reason == wait.reason && c.message == wait.message);
+    if same {
+        return Ok(false);
+    }
+    let s = status::waiting(
+        base,
+        wait.reason,
+        &wait.message,
+        wait.stalled,
+        generation,
+        Timestamp::now(),
+    );
+    write_status(a.api, a.obj, s).await?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use http::Method;
+    use serde_json::json;
+
+    use super::*;
+    use crate::controller::fixtures::*;
+
+    #[test]
+    fn only_credentials_that_need_a_human_stall_and_warn() {
+        let not_found = credentials_wait(&CredentialsProblem::SecretNotFound("s".into()));
+        assert_eq!(not_found.reason, reason::WAITING_FOR_SECRET);
+        assert!(!not_found.stalled && not_found.event.is_none());
+        assert_eq!(not_found.requeue, Some(SECRET_RECHECK));
+        let transient = credentials_wait(&CredentialsProblem::Transient("x".into()));
+        assert!(!transient.stalled && transient.event.is_none());
+        for p in [
+            CredentialsProblem::SecretInvalid("x".into()),
+            CredentialsProblem::DefaultsNotPermitted("ns".into()),
+            CredentialsProblem::NoDefaults,
+        ] {
+            let w = credentials_wait(&p);
+            assert_eq!(w.reason, reason::CREDENTIALS_UNAVAILABLE);
+            assert!(w.stalled, "{p:?}");
+            assert_eq!(w.event, Some(event_reason::CREDENTIALS_UNAVAILABLE));
+            assert_eq!(w.message, p.message());
+        }
+    }
+
+    fn claimed_status(attempts: i32) -> DtsJobResetStatus {
+        let desired = RequestRecord {
+            dts_job_id: "j".into(),
+            region_id: "cn-hangzhou".into(),
+            ..Default::default()
+        };
+        let now = Timestamp::now();
+        let started = status::start_request(&DtsJobResetStatus::default(), &desired, Some(1), now);
+        let mut s = status::claim(&started, ME, now, 7, Some(1), now);
+        s.attempts = Some(attempts);
+        s
+    }
+
+    /// The exact requests of one happy attempt, in order: the Secret, the claim (carrying the
+    /// resourceVersion read, before any DTS call), its event, the record on top of the claim
+    /// (carrying the claim's resourceVersion), its event.
+    #[tokio::test]
+    async fn an_attempt_claims_with_the_read_version_then_records_on_the_claim() {
+        let (client, mut apiserver) = api_server();
+        let dts = ScriptedDts::answering([success("rid-1")]);
+        let ctx = context(client.clone(), dts.clone());
+        let run = tokio::spawn(async move {
+            let api: Api<DtsJobReset> = Api::namespaced(client, NS);
+            let obj = resource("r", "j", "41", None);
+            let desired = status::desired_request(&obj, "cn-hangzhou");
+            let base = status::start_request(
+                &DtsJobResetStatus::default(),
+                &desired,
+                Some(1),
+                Timestamp::now(),
+            );
+            let attempt = Attempt {
+                api: &api,
+                obj: &obj,
+                desired: &desired,
+                base,
+                max_attempts: 7,
+            };
+            run(&ctx, attempt).await
+        });
+
+        let get = apiserver.answer(200, secret()).await;
+        assert_eq!(get.method, Method::GET);
+        assert_eq!(get.path, "/api/v1/namespaces/ns/secrets/creds");
+
+        assert_eq!(
+            dts.calls(),
+            0,
+            "nothing is sent before the claim is accepted"
+        );
+        let claim = apiserver.store("42").await;
+        assert_eq!(claim.method, Method::PUT);
+        assert_eq!(claim.path, status_path("r"));
+        assert!(
+            claim.query.contains("fieldManager=dts-operator"),
+            "{}",
+            claim.query
+        );
+        assert_eq!(claim.body["metadata"]["resourceVersion"], "41");
+        assert_eq!(claim.body["status"]["phase"], "Running");
+        assert_eq!(claim.body["status"]["attempts"], 1);
+        assert_eq!(claim.body["status"]["claimedBy"], ME);
+        assert_eq!(claim.body["status"]["request"]["dtsJobId"], "j");
+
+        let requested = apiserver.answer(201, json!({})).await;
+        assert_eq!(
+            (requested.method, requested.path.as_str()),
+            (Method::POST, EVENTS_PATH)
+        );
+        assert_eq!(requested.body["reason"], "ResetRequested");
+
+        let record = apiserver.store("43").await;
+        assert_eq!(dts.calls(), 1, "one call, before its record");
+        assert_eq!(record.method, Method::PUT);
+        assert_eq!(record.path, status_path("r"));
+        assert_eq!(
+            record.body["metadata"]["resourceVersion"], "42",
+            "the record is written on top of the claim"
+        );
+        assert_eq!(record.body["status"]["phase"], "Succeeded");
+        assert_eq!(record.body["status"]["requestId"], "rid-1");
+        assert_eq!(record.body["status"]["attempts"], 1);
+        assert!(record.body["status"].get("claimedBy").is_none());
+
+        let succeeded = apiserver.answer(201, json!({})).await;
+        assert_eq!(succeeded.body["reason"], "ResetSucceeded");
+        assert_eq!(run.await.unwrap().unwrap(), Action::await_change());
+        assert_eq!(dts.calls(), 1);
+        apiserver.finished().await;
+    }
+
+    /// A conflicting record is re-read and written again on the fresh version, as long as the
+    /// fresh object is still on the same attempt.
+    #[tokio::test]
+    async fn a_conflicting_record_is_rewritten_on_the_same_attempt() {
+        let (client, mut apiserver) = api_server();
+        let claimed = claimed_status(1);
+        let run = tokio::spawn({
+            let claimed = claimed.clone();
+            async move {
+                let api: Api<DtsJobReset> = Api::namespaced(client, NS);
+                let mut recorded = claimed.clone();
+                recorded.phase = Some(Phase::Succeeded);
+                record_answer(
+                    &api,
+                    resource("r", "j", "42", Some(claimed)),
+                    recorded,
+                    ME,
+                    1,
+                )
+                .await
+            }
+        });
+        let first = apiserver.answer(409, failure(409, "Conflict")).await;
+        assert_eq!(first.body["metadata"]["resourceVersion"], "42");
+        // Someone else wrote (labels, say): same request, same attempt.
+        let mut fresh = resource("r", "j", "50", Some(claimed));
+        fresh.metadata.labels = Some([("team".to_string(), "a".to_string())].into());
+        let get = apiserver
+            .answer(200, serde_json::to_value(&fresh).unwrap())
+            .await;
+        assert_eq!(
+            (get.method, get.path.as_str()),
+            (
+                Method::GET,
+                "/apis/dtsops.io/v1alpha1/namespaces/ns/dtsjobresets/r"
+            )
+        );
+        let second = apiserver.store("51").await;
+        assert_eq!(second.method, Method::PUT);
+        assert_eq!(second.body["metadata"]["resourceVersion"], "50");
+        assert_eq!(second.body["status"]["phase"], "Succeeded");
+        let stored = run.await.unwrap().unwrap();
+        assert_eq!(stored.metadata.resource_version.as_deref(), Some("51"));
+        apiserver.finished().await;
+    }
+
+    /// A record never lands on another attempt: the fresh object moved on, nothing is written.
+    #[tokio::test]
+    async fn a_record_is_not_written_over_another_attempt() {
+        let (client, mut apiserver) = api_server();
+        let claimed = claimed_status(1);
+        let run = tokio::spawn({
+            let claimed = claimed.clone();
+            async move {
+                let api: Api<DtsJobReset> = Api::namespaced(client, NS);
+                let recorded = claimed.clone();
+                record_answer(
+                    &api,
+                    resource("r", "j", "42", Some(claimed)),
+                    recorded,
+                    ME,
+                    1,
+                )
+                .await
+            }
+        });
+        apiserver.answer(409, failure(409, "Conflict")).await;
+        let moved_on = resource("r", "j", "60", Some(claimed_status(2)));
+        apiserver
+            .answer(200, serde_json::to_value(&moved_on).unwrap())
+            .await;
+        let returned = run.await.unwrap().unwrap();
+        assert_eq!(returned.metadata.resource_version.as_deref(), Some("60"));
+        apiserver.finished().await;
+    }
+
+    /// The answer of a destructive call is retried for two minutes of write errors, then the
+    /// reconcile fails with the write error (paused time: the backoff is real, the wait is not).
+    #[tokio::test(start_paused = true)]
+    async fn recording_gives_up_after_two_minutes_of_write_errors() {
+        let (client, mut apiserver) = api_server();
+        let started = tokio::time::Instant::now();
+        let run = tokio::spawn(async move {
+            let api: Api<DtsJobReset> = Api::namespaced(client, NS);
+            let claimed = claimed_status(1);
+            record_answer(
+                &api,
+                resource("r", "j", "42", Some(claimed.clone())),
+                claimed,
+                ME,
+                1,
+            )
+            .await
+        });
+        let mut run = run;
+        let mut writes = 0;
+        let result = loop {
+            tokio::select! {
+                biased;
+                result = &mut run => break result,
+                seen = apiserver.answer(500, failure(500, "InternalError")) => {
+                    assert_eq!(seen.method, Method::PUT);
+                    writes += 1;
+                    assert!(writes < 100, "recording never gives up");
+                }
+            }
+        };
+        let err = result.unwrap().unwrap_err();
+        assert!(matches!(err, Error::Status(WriteError::Api(_))), "{err}");
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed >= Duration::from_secs(120) && elapsed < Duration::from_secs(130),
+            "{elapsed:?}"
+        );
+        assert!(writes >= 10, "retried with capped backoff: {writes} writes");
+        apiserver.finished().await;
+    }
+}

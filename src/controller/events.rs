@@ -1,0 +1,98 @@
+//! Events (`events.k8s.io/v1`) and the outcome metrics of an answered attempt: what is published
+//! after the status says it. Publishing never fails a reconcile: a lost event is logged.
+
+use kube::Resource;
+use kube::runtime::events::{Event, EventType, Recorder};
+
+use crate::aliyun::error::AttemptOutcome;
+use crate::crd::{DtsJobReset, DtsJobResetStatus, condition, event_reason};
+use crate::metrics::{Metrics, ReasonLabels};
+use crate::retry::{Final, NextStep};
+
+/// Publishes one event about `obj`.
+pub async fn publish(
+    recorder: &Recorder,
+    obj: &DtsJobReset,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let ev = Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(note),
+        action: "Reset".to_string(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&ev, &obj.object_ref(&())).await {
+        tracing::warn!(error = %e, reason, "could not publish event");
+    }
+}
+
+/// The message of condition `type_` in `status`, if set.
+pub fn condition_message(status: &DtsJobResetStatus, type_: &str) -> Option<String> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.message.clone())
+}
+
+/// The event for an answered attempt, as recorded in `obj`'s status (the message of the
+/// condition the answer set), and the retry counter for a scheduled retry.
+pub async fn publish_outcome(
+    recorder: &Recorder,
+    metrics: &Metrics,
+    obj: &DtsJobReset,
+    outcome: &AttemptOutcome,
+    step: &NextStep,
+) {
+    let st = obj.status.clone().unwrap_or_default();
+    let message = |t: &str| condition_message(&st, t).unwrap_or_else(|| outcome.describe());
+    let (type_, reason, note) = match step {
+        NextStep::Finish(Final::Succeeded) => (
+            EventType::Normal,
+            event_reason::RESET_SUCCEEDED,
+            message(condition::READY),
+        ),
+        NextStep::Finish(Final::Failed | Final::RetriesExhausted) => (
+            EventType::Warning,
+            event_reason::RESET_FAILED,
+            message(condition::STALLED),
+        ),
+        NextStep::Finish(Final::Unknown) => (
+            EventType::Warning,
+            event_reason::OUTCOME_UNKNOWN,
+            message(condition::STALLED),
+        ),
+        NextStep::RetryAfter { reason: r, .. } => {
+            metrics
+                .retries
+                .get_or_create(&ReasonLabels { reason: r.as_str() })
+                .inc();
+            // Repeats are folded into one Event (first note kept): no attempt number or time.
+            (
+                EventType::Warning,
+                event_reason::RESET_RETRYING,
+                format!(
+                    "Refused before execution ({}); retrying with backoff, see status.nextAttemptTime",
+                    outcome.describe()
+                ),
+            )
+        }
+        NextStep::RefreshCredentials => {
+            metrics
+                .retries
+                .get_or_create(&ReasonLabels {
+                    reason: "CredentialsExpired",
+                })
+                .inc();
+            (
+                EventType::Warning,
+                event_reason::RESET_RETRYING,
+                message(condition::RECONCILING),
+            )
+        }
+    };
+    publish(recorder, obj, type_, reason, note).await;
+}

@@ -285,6 +285,17 @@ fn alert_rules_pass_promtool_check_and_their_unit_tests() {
     }
 }
 
+/// The README's runbook of one alert: from its heading to the next heading.
+fn runbook(alert: &str) -> String {
+    let readme = read("README.md");
+    let heading = format!("\n#### {alert}\n");
+    let start = readme
+        .find(&heading)
+        .unwrap_or_else(|| panic!("README.md has no runbook heading for {alert}"));
+    let body = &readme[start + heading.len()..];
+    body[..body.find("\n#").unwrap_or(body.len())].to_owned()
+}
+
 #[test]
 fn every_alert_says_what_happened_and_links_its_runbook() {
     let rules = yaml(&read(RULES));
@@ -321,6 +332,18 @@ fn every_alert_says_what_happened_and_links_its_runbook() {
                 .unwrap()
                 .contains(&format!("job=\"{JOB}\"")),
             "{name}: every selector names the scrape job, so the chart can scope it to a release"
+        );
+        assert!(
+            runbook(name).len() > 100,
+            "{name}: the runbook says what to do"
+        );
+    }
+    // The reconcile-errors runbook explains every category the operator can report.
+    let text = runbook("DtsOperatorReconcileErrors");
+    for category in dts_operator::controller::Error::CATEGORIES {
+        assert!(
+            text.contains(&format!("`{category}`")),
+            "the DtsOperatorReconcileErrors runbook does not explain category {category}"
         );
     }
 }

@@ -21,7 +21,7 @@ use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event as WatchEvent};
-use kube::{Client, CustomResourceExt, ResourceExt};
+use kube::{Client, ResourceExt};
 
 fn rss_kib(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -67,7 +67,7 @@ async fn main() {
     crds.patch(
         "dtsjobresets.dtsops.io",
         &PatchParams::apply("bench").force(),
-        &Patch::Apply(DtsJobReset::crd()),
+        &Patch::Apply(dts_operator::crd::crd()),
     )
     .await
     .unwrap();

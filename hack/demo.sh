@@ -202,7 +202,8 @@ access_key_secret=demo-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
   --script hack/demo-simulator-script.json >"$work/simulator.out" 2>"$work/simulator.log" </dev/null &
 sim_pid=$!
 sim_url=""
-for ((i = 0; i < 100; i++)); do
+# Bounded generously: on a loaded 2-core CI machine a debug build can take seconds to start.
+for ((i = 0; i < 300; i++)); do
   sim_url=$(sed -n 's/^listening on \(http:[^ ]*\)$/\1/p' "$work/simulator.out" 2>/dev/null | head -n 1)
   [ -n "$sim_url" ] && break
   alive "$sim_pid" || break

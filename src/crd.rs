@@ -5,6 +5,7 @@
 //! lives in the schema (types, enums, patterns, lengths) and in CEL rules, so the API server
 //! refuses a bad resource and names the field.
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
@@ -372,10 +373,59 @@ pub mod event_reason {
     pub const CREDENTIALS_UNAVAILABLE: &str = "CredentialsUnavailable";
 }
 
+/// The CustomResourceDefinition, with every description unwrapped: `kubectl explain` wraps text
+/// to the terminal itself, so the source line breaks of the `///` comments would break lines
+/// twice.
+pub fn crd() -> CustomResourceDefinition {
+    let mut value = serde_json::to_value(DtsJobReset::crd()).expect("the CRD serializes");
+    unwrap_descriptions(&mut value);
+    serde_json::from_value(value).expect("the CRD deserializes")
+}
+
 /// The CRD as YAML, exactly what `dts-operator crd` prints and `crds/` holds.
 pub fn crd_yaml() -> String {
-    let crd = DtsJobReset::crd();
-    serde_yaml::to_string(&crd).expect("the CRD serializes")
+    serde_saphyr::to_string(&crd()).expect("the CRD serializes")
+}
+
+fn unwrap_descriptions(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, child) in map.iter_mut() {
+                match child {
+                    serde_json::Value::String(text) if k == "description" => {
+                        *text = unwrap_paragraphs(text);
+                    }
+                    _ => unwrap_descriptions(child),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(unwrap_descriptions),
+        _ => {}
+    }
+}
+
+/// One line per paragraph: lines of a paragraph are joined with a space; blank lines stay, and
+/// so does the line break before a list item (`- `, `* `, `1. `).
+pub fn unwrap_paragraphs(text: &str) -> String {
+    fn is_item(line: &str) -> bool {
+        let digits = line.chars().take_while(char::is_ascii_digit).count();
+        line.starts_with("- ")
+            || line.starts_with("* ")
+            || (digits > 0 && line[digits..].starts_with(". "))
+    }
+    text.split("\n\n")
+        .map(|paragraph| {
+            let mut out = String::new();
+            for line in paragraph.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                if !out.is_empty() {
+                    out.push(if is_item(line) { '\n' } else { ' ' });
+                }
+                out.push_str(line);
+            }
+            out
+        })
+        .collect::<Vec<_>>()
+        .join("\n\n")
 }
 
 #[cfg(test)]
@@ -383,8 +433,57 @@ mod tests {
     use super::*;
 
     #[test]
+    fn paragraphs_are_unwrapped_lists_and_blank_lines_kept() {
+        assert_eq!(
+            unwrap_paragraphs("One\ntwo three.\n\nFour\n  five:\n- a\n  b\n- c\n1. d\n12. e"),
+            "One two three.\n\nFour five:\n- a b\n- c\n1. d\n12. e"
+        );
+        assert_eq!(unwrap_paragraphs("single line"), "single line");
+        assert_eq!(
+            unwrap_paragraphs("3.5 is not an item\nhere"),
+            "3.5 is not an item here"
+        );
+    }
+
+    #[test]
+    fn every_description_is_one_line_per_paragraph() {
+        let crd = serde_json::to_value(crd()).unwrap();
+        fn walk(v: &serde_json::Value, seen: &mut usize) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    for (k, c) in m {
+                        if let (true, Some(text)) = (k == "description", c.as_str()) {
+                            *seen += 1;
+                            for para in text.split("\n\n") {
+                                assert!(!para.contains('\n'), "wrapped paragraph: {para:?}");
+                            }
+                        } else {
+                            walk(c, seen);
+                        }
+                    }
+                }
+                serde_json::Value::Array(a) => a.iter().for_each(|c| walk(c, seen)),
+                _ => {}
+            }
+        }
+        let mut seen = 0;
+        walk(&crd, &mut seen);
+        assert!(seen > 30, "descriptions checked: {seen}");
+        // The spec's own description keeps its two paragraphs.
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        assert_eq!(
+            spec["description"]
+                .as_str()
+                .unwrap()
+                .matches("\n\n")
+                .count(),
+            1
+        );
+    }
+
+    #[test]
     fn crd_names_and_columns() {
-        let crd = DtsJobReset::crd();
+        let crd = crd();
         assert_eq!(crd.metadata.name.as_deref(), Some(CRD_NAME));
         let names = &crd.spec.names;
         assert_eq!(names.kind, "DtsJobReset");

@@ -1,10 +1,11 @@
 //! dts-operator: resets Alibaba Cloud DTS jobs from Kubernetes, at most once per request.
 //!
-//! Layout: [`aliyun`] (signer, credentials, endpoints, the DTS call and its classification),
-//! [`retry`] (the backoff policy and the retry decision), [`crd`] (the resource),
-//! [`controller`] (the reconcile state machine in `controller::decide`, status in
-//! `controller::status`), [`operator`] (the `run` process), [`leader`], [`ratelimit`],
-//! [`metrics`], [`admin`], [`cli`], [`reset`] (the `reset` command), [`telemetry`].
+//! Layout: [`aliyun`] (encodings, signer, credentials, endpoints, the DTS call and its
+//! classification), [`retry`] (the backoff policy and the retry decision), [`crd`] (the
+//! resource), [`controller`] (the reconcile state machine in `controller::decide`, the attempt
+//! pipeline in `controller::attempt`, status in `controller::status`), [`operator`] (the `run`
+//! process), [`leader`], [`ratelimit`], [`metrics`], [`admin`], [`cli`], [`reset`] (the `reset`
+//! command), [`telemetry`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -199,6 +199,16 @@ pub fn from_secret_data(data: &BTreeMap<String, Vec<u8>>) -> Result<Credentials,
     Ok(Credentials::new(id, secret, token))
 }
 
+/// An environment for tests: `lookup` over fixed pairs.
+#[cfg(test)]
+pub(crate) fn test_lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+    let m: BTreeMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |k| m.get(k).cloned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

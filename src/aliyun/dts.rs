@@ -222,7 +222,7 @@ pub fn parse_answer(
     if trimmed.is_empty() {
         return Err(fail("empty body"));
     }
-    if trimmed.starts_with('{') {
+    if trimmed.starts_with("{") {
         let value: serde_json::Value =
             serde_json::from_str(trimmed).map_err(|e| fail(&format!("invalid JSON: {e}")))?;
         let obj = value
@@ -231,7 +231,7 @@ pub fn parse_answer(
         return from_fields(http_status, &|k| obj.get(k).cloned())
             .ok_or_else(|| fail("JSON has none of RequestId, Success, ErrCode, Code"));
     }
-    if trimmed.starts_with('<') {
+    if trimmed.starts_with("<") {
         let fields = parse_xml_fields(trimmed).map_err(|e| fail(&e))?;
         return from_fields(http_status, &|k| {
             fields.get(k).map(|v| serde_json::Value::String(v.clone()))

@@ -135,17 +135,8 @@ impl CredentialsProvider {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
-
-    fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let m: BTreeMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k| m.get(k).cloned()
-    }
+    use crate::aliyun::credentials::test_lookup as lookup;
 
     fn http() -> reqwest::Client {
         crate::install_crypto_provider();

@@ -237,14 +237,7 @@ fn parse_sts_answer(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let m: BTreeMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k| m.get(k).cloned()
-    }
+    use crate::aliyun::credentials::test_lookup as lookup;
 
     #[test]
     fn sts_endpoint_precedence() {

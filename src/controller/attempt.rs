@@ -1,9 +1,9 @@
 //! One attempt, as a pipeline of typed steps:
-//! [`endpoint`] → [`credentials`] → [`exclusion`] → [`permits`] → [`claim`] → [`send`] →
-//! [`record`] → publish.
+//! `endpoint` → `credentials` → `exclusion` → `permits` → `claim` → `send` → `record` →
+//! publish (each a function of that name).
 //!
 //! Each step before the claim either hands its result to the next or stops with a [`Wait`]
-//! (nothing was sent; the status says why), and every `Wait` is handled in one place, [`hold`].
+//! (nothing was sent; the status says why), and every `Wait` is handled in one place, `hold`.
 //! From the accepted claim on nothing waits: the call is sent and its answer is recorded on top
 //! of the claim, so a call is never sent without a claim and never answered without a record
 //! attempt.
@@ -508,6 +508,25 @@ mod tests {
         s
     }
 
+    /// `record_answer` of attempt 1 on `r` (claimed at resourceVersion 42), in a task.
+    fn spawn_record(
+        client: kube::Client,
+        claimed: DtsJobResetStatus,
+        recorded: DtsJobResetStatus,
+    ) -> tokio::task::JoinHandle<Result<DtsJobReset, Error>> {
+        tokio::spawn(async move {
+            let api: Api<DtsJobReset> = Api::namespaced(client, NS);
+            record_answer(
+                &api,
+                resource("r", "j", "42", Some(claimed)),
+                recorded,
+                ME,
+                1,
+            )
+            .await
+        })
+    }
+
     /// The exact requests of one happy attempt, in order: the Secret, the claim (carrying the
     /// resourceVersion read, before any DTS call), its event, the record on top of the claim
     /// (carrying the claim's resourceVersion), its event.
@@ -592,22 +611,9 @@ mod tests {
     async fn a_conflicting_record_is_rewritten_on_the_same_attempt() {
         let (client, mut apiserver) = api_server();
         let claimed = claimed_status(1);
-        let run = tokio::spawn({
-            let claimed = claimed.clone();
-            async move {
-                let api: Api<DtsJobReset> = Api::namespaced(client, NS);
-                let mut recorded = claimed.clone();
-                recorded.phase = Some(Phase::Succeeded);
-                record_answer(
-                    &api,
-                    resource("r", "j", "42", Some(claimed)),
-                    recorded,
-                    ME,
-                    1,
-                )
-                .await
-            }
-        });
+        let mut recorded = claimed.clone();
+        recorded.phase = Some(Phase::Succeeded);
+        let run = spawn_record(client, claimed.clone(), recorded);
         let first = apiserver.answer(409, failure(409, "Conflict")).await;
         assert_eq!(first.body["metadata"]["resourceVersion"], "42");
         // Someone else wrote (labels, say): same request, same attempt.
@@ -637,21 +643,7 @@ mod tests {
     async fn a_record_is_not_written_over_another_attempt() {
         let (client, mut apiserver) = api_server();
         let claimed = claimed_status(1);
-        let run = tokio::spawn({
-            let claimed = claimed.clone();
-            async move {
-                let api: Api<DtsJobReset> = Api::namespaced(client, NS);
-                let recorded = claimed.clone();
-                record_answer(
-                    &api,
-                    resource("r", "j", "42", Some(claimed)),
-                    recorded,
-                    ME,
-                    1,
-                )
-                .await
-            }
-        });
+        let run = spawn_record(client, claimed.clone(), claimed.clone());
         apiserver.answer(409, failure(409, "Conflict")).await;
         let moved_on = resource("r", "j", "60", Some(claimed_status(2)));
         apiserver
@@ -668,18 +660,7 @@ mod tests {
     async fn recording_gives_up_after_two_minutes_of_write_errors() {
         let (client, mut apiserver) = api_server();
         let started = tokio::time::Instant::now();
-        let run = tokio::spawn(async move {
-            let api: Api<DtsJobReset> = Api::namespaced(client, NS);
-            let claimed = claimed_status(1);
-            record_answer(
-                &api,
-                resource("r", "j", "42", Some(claimed.clone())),
-                claimed,
-                ME,
-                1,
-            )
-            .await
-        });
+        let run = spawn_record(client, claimed_status(1), claimed_status(1));
         let mut run = run;
         let mut writes = 0;
         let result = loop {

@@ -80,23 +80,20 @@ pub fn params_from(args: &ResetArgs) -> ResetDtsJobParams {
     }
 }
 
-/// Runs the command; returns the exit code. `stdout` receives exactly one line.
-pub async fn execute(args: ResetArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) -> i32 {
-    let usage = |stderr: &mut dyn Write, msg: &str| {
-        let _ = writeln!(stderr, "dts-operator reset: {msg}");
-        exit::USAGE
-    };
-    if let Err(e) = validate_job_id(&args.job_id) {
-        return usage(stderr, &format!("--job-id: {e}"));
-    }
-    let backoff = match args.backoff.policy() {
-        Ok(b) => b,
-        Err(e) => return usage(stderr, &e),
-    };
-    let endpoint = match endpoint_from_flags(&args) {
-        Ok(e) => e,
-        Err(e) => return usage(stderr, &format!("--endpoint: {e}")),
-    };
+/// What a run needs, from the flags and the environment; every usage error is found here.
+struct Prepared {
+    client: DtsClient,
+    provider: CredentialsProvider,
+    /// The call, with placeholder credentials and context: fresh ones for every attempt.
+    template: ResetCall,
+    backoff: crate::retry::Backoff,
+    max_attempts: u32,
+}
+
+fn prepare(args: &ResetArgs) -> Result<Prepared, String> {
+    validate_job_id(&args.job_id).map_err(|e| format!("--job-id: {e}"))?;
+    let backoff = args.backoff.policy()?;
+    let endpoint = endpoint_from_flags(args).map_err(|e| format!("--endpoint: {e}"))?;
     // Plain http to a local gateway with a static key needs no trust store: skip loading it.
     let needs_tls = endpoint.scheme() == Scheme::Https
         || CredentialsProvider::chain_needs_tls(&|k| std::env::var(k).ok());
@@ -110,81 +107,52 @@ pub async fn execute(args: ResetArgs, stdout: &mut dyn Write, stderr: &mut dyn W
         },
         ..ClientOptions::default()
     };
-    let http = match build_http_client(&options) {
-        Ok(h) => h,
-        Err(e) => return usage(stderr, &e.to_string()),
-    };
-    let provider = match CredentialsProvider::from_env(http.clone()) {
-        Ok(Some(p)) => p,
-        Ok(None) => {
-            return usage(stderr, &CredentialsError::NotConfigured.to_string());
-        }
-        Err(e) => return usage(stderr, &e.to_string()),
-    };
-    let client = DtsClient::with_http(http, args.timeout);
-    let signature_version = args.signature_version;
-    let params = params_from(&args);
-
-    if args.dry_run {
-        let credentials = match provider.get().await {
-            Ok(c) => c,
-            Err(e) => return usage(stderr, &e.to_string()),
-        };
-        let call = ResetCall {
+    let http = build_http_client(&options).map_err(|e| e.to_string())?;
+    let provider = CredentialsProvider::from_env(http.clone())
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| CredentialsError::NotConfigured.to_string())?;
+    Ok(Prepared {
+        client: DtsClient::with_http(http, args.timeout),
+        provider,
+        template: ResetCall {
             endpoint,
-            params,
-            credentials,
-            signature_version,
+            params: params_from(args),
+            credentials: Credentials::new("", "", None),
+            signature_version: args.signature_version,
             context: SigningContext::fresh(),
-        };
-        let _ = writeln!(stdout, "{}", dry_run_json(&call));
+        },
+        backoff,
+        max_attempts: args.max_attempts,
+    })
+}
+
+fn usage(stderr: &mut dyn Write, msg: &str) -> i32 {
+    let _ = writeln!(stderr, "dts-operator reset: {msg}");
+    exit::USAGE
+}
+
+/// Runs the command; returns the exit code. `stdout` receives exactly one line.
+pub async fn execute(args: ResetArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) -> i32 {
+    let prepared = match prepare(&args) {
+        Ok(p) => p,
+        Err(msg) => return usage(stderr, &msg),
+    };
+    if args.dry_run {
+        return dry_run(&prepared, stdout, stderr).await;
+    }
+    let Prepared {
+        client,
+        provider,
+        template,
+        backoff,
+        max_attempts,
+    } = prepared;
+    let mut progress = |p: Progress<'_>| {
         let _ = writeln!(
             stderr,
-            "dts-operator reset: dry run, nothing was sent (security token redacted)"
+            "dts-operator reset: {}",
+            progress_line(&template, max_attempts, &p)
         );
-        return exit::SUCCEEDED;
-    }
-
-    let template = ResetCall {
-        endpoint: endpoint.clone(),
-        params,
-        // Replaced by fresh credentials at every attempt.
-        credentials: Credentials::new("", "", None),
-        signature_version,
-        context: SigningContext::fresh(),
-    };
-    let max_attempts = args.max_attempts;
-    let job = args.job_id.clone();
-    let mut progress = |p: Progress<'_>| match p {
-        Progress::Sending { attempt } => {
-            let _ = writeln!(
-                stderr,
-                "dts-operator reset: attempt {attempt}/{max_attempts}: ResetDtsJob DtsJobId={job} → {endpoint} ({})",
-                signature_version.as_str()
-            );
-        }
-        Progress::Attempted { outcome, step, .. } => {
-            let what = outcome.describe();
-            let line = match step {
-                NextStep::Finish(Final::Succeeded) => format!("succeeded: {what}"),
-                NextStep::Finish(Final::Failed) => format!("failed: {what}"),
-                NextStep::Finish(Final::RetriesExhausted) => {
-                    format!("failed, retries exhausted: {what}")
-                }
-                NextStep::Finish(Final::Unknown) => format!(
-                    "OUTCOME UNKNOWN, the job may have been reset: {what}. Check the job in the DTS console before running again."
-                ),
-                NextStep::RetryAfter { wait, reason } => format!(
-                    "retryable ({}): {what}; retrying in {}",
-                    reason.as_str(),
-                    humantime::format_duration(round_ms(*wait))
-                ),
-                NextStep::RefreshCredentials => {
-                    format!("{what}; reloading credentials and retrying once")
-                }
-            };
-            let _ = writeln!(stderr, "dts-operator reset: {line}");
-        }
     };
     let api: &dyn ResetApi = &client;
     let result = run_attempts(
@@ -207,10 +175,66 @@ pub async fn execute(args: ResetArgs, stdout: &mut dyn Write, stderr: &mut dyn W
                 "{}",
                 serde_json::to_string(&out).expect("plain data serializes")
             );
-            match run.result {
-                Final::Succeeded => exit::SUCCEEDED,
-                Final::Failed | Final::RetriesExhausted => exit::FAILED,
-                Final::Unknown => exit::UNKNOWN,
+            exit_code(run.result)
+        }
+    }
+}
+
+/// The exit code of a final result.
+pub fn exit_code(result: Final) -> i32 {
+    match result {
+        Final::Succeeded => exit::SUCCEEDED,
+        Final::Failed | Final::RetriesExhausted => exit::FAILED,
+        Final::Unknown => exit::UNKNOWN,
+    }
+}
+
+/// `--dry-run`: the signed request with fresh credentials, printed, nothing sent.
+async fn dry_run(p: &Prepared, stdout: &mut dyn Write, stderr: &mut dyn Write) -> i32 {
+    let credentials = match p.provider.get().await {
+        Ok(c) => c,
+        Err(e) => return usage(stderr, &e.to_string()),
+    };
+    let call = ResetCall {
+        credentials,
+        ..p.template.clone()
+    };
+    let _ = writeln!(stdout, "{}", dry_run_json(&call));
+    let _ = writeln!(
+        stderr,
+        "dts-operator reset: dry run, nothing was sent (security token redacted)"
+    );
+    exit::SUCCEEDED
+}
+
+/// One stderr line about the loop's progress.
+fn progress_line(template: &ResetCall, max_attempts: u32, p: &Progress<'_>) -> String {
+    match p {
+        Progress::Sending { attempt } => format!(
+            "attempt {attempt}/{max_attempts}: ResetDtsJob DtsJobId={} → {} ({})",
+            template.params.dts_job_id,
+            template.endpoint,
+            template.signature_version.as_str()
+        ),
+        Progress::Attempted { outcome, step, .. } => {
+            let what = outcome.describe();
+            match step {
+                NextStep::Finish(Final::Succeeded) => format!("succeeded: {what}"),
+                NextStep::Finish(Final::Failed) => format!("failed: {what}"),
+                NextStep::Finish(Final::RetriesExhausted) => {
+                    format!("failed, retries exhausted: {what}")
+                }
+                NextStep::Finish(Final::Unknown) => format!(
+                    "OUTCOME UNKNOWN, the job may have been reset: {what}. Check the job in the DTS console before running again."
+                ),
+                NextStep::RetryAfter { wait, reason } => format!(
+                    "retryable ({}): {what}; retrying in {}",
+                    reason.as_str(),
+                    humantime::format_duration(round_ms(*wait))
+                ),
+                NextStep::RefreshCredentials => {
+                    format!("{what}; reloading credentials and retrying once")
+                }
             }
         }
     }

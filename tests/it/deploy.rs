@@ -29,13 +29,12 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, PostParams};
 use kube::config::Kubeconfig;
-use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::cluster::{cluster, local_bin, repo_root, unique_name};
 use crate::support::operator::{
-    condition, create, create_secret, events, free_port, http_get, phase, wait_phase,
+    condition, create, create_secret, free_port, http_get, phase, wait_event, wait_phase,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_dts-operator");
@@ -157,8 +156,9 @@ fn read(path: &str) -> String {
 
 /// The documents of a YAML stream, as JSON values (empty documents dropped).
 fn docs(yaml: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(yaml)
-        .map(|d| Value::deserialize(d).expect("valid YAML"))
+    serde_saphyr::from_multiple::<Value>(yaml)
+        .expect("valid YAML")
+        .into_iter()
         .filter(|v| !v.is_null())
         .collect()
 }
@@ -184,7 +184,7 @@ fn find<'a>(docs: &'a [Value], k: &str, n: &str) -> &'a Value {
 
 fn to_yaml_stream(docs: &[&Value]) -> String {
     docs.iter()
-        .map(|d| serde_yaml::to_string(d).expect("serializable"))
+        .map(|d| serde_saphyr::to_string(d).expect("serializable"))
         .collect::<Vec<_>>()
         .join("---\n")
 }
@@ -722,7 +722,7 @@ async fn token_kubeconfig(dir: &Path, ns: &str, sa: &str) -> PathBuf {
         "current-context": "sa",
     });
     let path = dir.join("kubeconfig");
-    std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
+    std::fs::write(&path, serde_saphyr::to_string(&config).unwrap()).unwrap();
     path
 }
 
@@ -947,8 +947,8 @@ async fn operator_on_installed_account(install_ns: &str, sa: &str, watch_ns: &st
     assert_eq!(sim.executed_calls("job-ok").len(), 2);
     assert_eq!(sim.executed_calls("job-bad").len(), 1);
     // Events were written (create, and patch for the repeated ResetRequested).
-    let evs = events(&admin, watch_ns, "ok").await;
-    assert!(evs.iter().any(|(_, r, _)| r == "ResetSucceeded"), "{evs:?}");
+    // Events are published after the status write: wait for them (bounded).
+    let evs = wait_event(&admin, watch_ns, "ok", "ResetSucceeded", T).await;
     assert!(evs.iter().any(|(_, r, _)| r == "ResetRetrying"), "{evs:?}");
     // It leads through the Lease in its own namespace.
     let lease = Api::<Lease>::namespaced(admin.clone(), install_ns)
@@ -1016,14 +1016,14 @@ async fn crd_copies_match_the_binary() {
 
 #[test]
 fn versions_agree() {
-    let chart: Value = serde_yaml::from_str(&read(&format!("{CHART}/Chart.yaml"))).unwrap();
+    let chart: Value = serde_saphyr::from_str(&read(&format!("{CHART}/Chart.yaml"))).unwrap();
     assert_eq!(
         chart["appVersion"],
         json!(env!("CARGO_PKG_VERSION")),
         "Chart.yaml appVersion"
     );
     let kustomization: Value =
-        serde_yaml::from_str(&read(&format!("{KUSTOMIZE}/kustomization.yaml"))).unwrap();
+        serde_saphyr::from_str(&read(&format!("{KUSTOMIZE}/kustomization.yaml"))).unwrap();
     assert_eq!(
         kustomization["images"][0]["newTag"],
         json!(env!("CARGO_PKG_VERSION")),
@@ -1407,7 +1407,7 @@ async fn helm_single_namespace_install_is_confined_to_it() {
 
 #[test]
 fn argocd_cm_embeds_health_lua_verbatim() {
-    let cm: Value = serde_yaml::from_str(&read("deploy/argocd/argocd-cm.yaml")).unwrap();
+    let cm: Value = serde_saphyr::from_str(&read("deploy/argocd/argocd-cm.yaml")).unwrap();
     assert_eq!(cm["kind"], json!("ConfigMap"));
     assert_eq!(
         cm["data"]["resource.customizations.health.dtsops.io_DtsJobReset"],

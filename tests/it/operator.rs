@@ -126,17 +126,17 @@ async fn happy_path_status_conditions_events_columns_metrics() {
     .await;
     assert!(ok, "kubectl wait: {err}");
 
-    let (code, metrics) = op.admin_get("/metrics").await;
-    assert_eq!(code, 200);
-    for needle in [
-        "dts_operator_dts_requests_total{action=\"ResetDtsJob\",outcome=\"succeeded\",code=\"\"} 1",
-        "dts_operator_resources{phase=\"Succeeded\"} 1",
-        "dts_operator_leader 1",
-        "dts_operator_reconciles_total{result=\"ok\",category=\"\"}",
-        "dts_operator_dts_request_duration_seconds_count{action=\"ResetDtsJob\"} 1",
-    ] {
-        assert!(metrics.contains(needle), "missing {needle}\n{metrics}");
-    }
+    op.wait_metrics(
+        &[
+            "dts_operator_dts_requests_total{action=\"ResetDtsJob\",outcome=\"succeeded\",code=\"\"} 1",
+            "dts_operator_resources{phase=\"Succeeded\"} 1",
+            "dts_operator_leader 1",
+            "dts_operator_reconciles_total{result=\"ok\",category=\"\"}",
+            "dts_operator_dts_request_duration_seconds_count{action=\"ResetDtsJob\"} 1",
+        ],
+        T,
+    )
+    .await;
     assert_eq!(op.admin_get("/healthz").await.0, 200);
     // Nothing more is sent, whatever happens next.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -165,7 +165,7 @@ async fn throttled_twice_then_success_and_service_unavailable() {
     // attempts are not all at once).
     assert!(calls[2].received_at > calls[0].received_at);
     assert_eq!(sim.executed_calls("job-u").len(), 2);
-    let evs = events(&client, &ns, "t").await;
+    let evs = wait_event(&client, &ns, "t", "ResetRetrying", T).await;
     assert!(
         evs.iter()
             .filter(|(t, r, _)| t == "Warning" && r == "ResetRetrying")
@@ -173,15 +173,14 @@ async fn throttled_twice_then_success_and_service_unavailable() {
             >= 1,
         "{evs:?}"
     );
-    let (_, metrics) = op.admin_get("/metrics").await;
-    assert!(
-        metrics.contains("dts_operator_retries_total{reason=\"Throttled\"} 2"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("dts_operator_retries_total{reason=\"ServiceUnavailable\"} 1"),
-        "{metrics}"
-    );
+    op.wait_metrics(
+        &[
+            "dts_operator_retries_total{reason=\"Throttled\"} 2",
+            "dts_operator_retries_total{reason=\"ServiceUnavailable\"} 1",
+        ],
+        T,
+    )
+    .await;
     op.terminate().await;
 }
 
@@ -899,7 +898,12 @@ async fn secrets_never_reach_logs_events_status_or_metrics() {
     wait_phase(&client, &ns, "s1", "Succeeded", T).await;
     wait_phase(&client, &ns, "s2", "Unknown", T).await;
     wait_phase(&client, &ns, "s3", "Succeeded", T).await;
-    let (_, metrics) = op.admin_get("/metrics").await;
+    // Read what was published after the status changed, not a moment too early.
+    wait_event(&client, &ns, "s1", "ResetSucceeded", T).await;
+    wait_event(&client, &ns, "s2", "OutcomeUnknown", T).await;
+    let metrics = op
+        .wait_metrics(&["dts_operator_resources{phase=\"Succeeded\"} 2"], T)
+        .await;
     let logs = op.logs();
     assert!(logs.lines().count() > 20, "trace logging is on");
     assert!(

@@ -13,7 +13,7 @@ use dts_simulator::verify::{
 use serde_json::Value;
 
 /// The vectors: `$DTS_SIGNATURE_VECTORS`, else the copy committed in the repository
-/// (`tests/signature-vectors.json`, which the operator's tests check against `../shared`).
+/// (`tests/signature-vectors.json`, produced by the official SDKs).
 fn vectors_path() -> PathBuf {
     if let Some(p) = std::env::var_os("DTS_SIGNATURE_VECTORS") {
         return PathBuf::from(p);

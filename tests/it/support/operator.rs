@@ -11,8 +11,8 @@ use dts_operator::crd::{DtsJobReset, DtsJobResetSpec};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
+use kube::Client;
 use kube::api::{Api, ListParams, ObjectMeta, PostParams};
-use kube::{Client, CustomResourceExt};
 use tokio::io::AsyncReadExt;
 use tokio::sync::OnceCell;
 
@@ -31,7 +31,7 @@ static CRD: OnceCell<()> = OnceCell::const_new();
 pub async fn ensure_crd() {
     CRD.get_or_init(|| async {
         let client = cluster().await.admin_client();
-        apply_crd(&client, &DtsJobReset::crd(), Duration::from_secs(60)).await;
+        apply_crd(&client, &dts_operator::crd::crd(), Duration::from_secs(60)).await;
     })
     .await;
 }
@@ -186,6 +186,23 @@ impl Operator {
         http_get(&format!("http://127.0.0.1:{}{path}", self.metrics_port))
             .await
             .expect("admin server answers")
+    }
+
+    /// Polls `/metrics` until it holds every needle (events and gauges follow a status change,
+    /// they are not part of it); panics with the last scrape after `timeout`.
+    pub async fn wait_metrics(&self, needles: &[&str], timeout: Duration) -> String {
+        let start = std::time::Instant::now();
+        loop {
+            let (code, text) = self.admin_get("/metrics").await;
+            if code == 200 && needles.iter().all(|n| text.contains(n)) {
+                return text;
+            }
+            if start.elapsed() > timeout {
+                let missing: Vec<_> = needles.iter().filter(|n| !text.contains(*n)).collect();
+                panic!("metrics lack {missing:?} after {timeout:?}:\n{text}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// SIGTERM, then waits for the exit; returns the exit code.

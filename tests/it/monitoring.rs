@@ -148,13 +148,14 @@ fn read(path: &str) -> String {
 }
 
 fn yaml(text: &str) -> Value {
-    serde_yaml::from_str(text).expect("valid YAML")
+    serde_saphyr::from_str(text).expect("valid YAML")
 }
 
 /// The documents of a YAML stream (empty ones dropped).
 fn docs(text: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(text)
-        .map(|d| Value::deserialize(d).expect("valid YAML"))
+    serde_saphyr::from_multiple::<Value>(text)
+        .expect("valid YAML")
+        .into_iter()
         .filter(|v| !v.is_null())
         .collect()
 }
@@ -265,7 +266,7 @@ fn alert_rules_pass_promtool_check_and_their_unit_tests() {
     }
     std::fs::write(
         dir.path().join("dts-operator-alerts.yaml"),
-        serde_yaml::to_string(&silenced).unwrap(),
+        serde_saphyr::to_string(&silenced).unwrap(),
     )
     .unwrap();
     let test_copy = dir.path().join("dts-operator-alerts.test.yaml");
@@ -498,7 +499,7 @@ async fn chart_renders_the_rules_and_the_dashboard_only_when_enabled() {
     // What the chart rendered is still valid for Prometheus.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("rendered.yaml");
-    std::fs::write(&file, serde_yaml::to_string(&groups).unwrap()).unwrap();
+    std::fs::write(&file, serde_saphyr::to_string(&groups).unwrap()).unwrap();
     let out = expect_ok(
         run(
             &prometheus_tool("promtool"),

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's one test command (README, .ci/run): format, lints, then every test — unit tests,
 # and integration tests against a real local kube-apiserver + etcd (hack/cluster.sh) and the
-# in-process DTS simulator. Extra arguments go to the test binaries (e.g. a test name filter).
+# in-process DTS simulator, the alerting rules through promtool. Extra arguments go to the test
+# binaries (e.g. a test name filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -14,10 +15,14 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 cp_log=$root/.local/controlplane-build.log
 hack/controlplane/build.sh >"$cp_log" 2>&1 &
 cp_pid=$!
+# promtool (the monitoring tests): a few minutes cold, likewise in the background.
+prom_log=$root/.local/prometheus-tools-build.log
+hack/tools/prometheus/build.sh >"$prom_log" 2>&1 &
+prom_pid=$!
 
 started_cluster=0
 cleanup() {
-  kill "$cp_pid" 2>/dev/null || true
+  kill "$cp_pid" "$prom_pid" 2>/dev/null || true
   if [ "$started_cluster" = 1 ]; then
     step "stopping the local control plane"
     hack/cluster.sh down || true
@@ -38,6 +43,13 @@ step "waiting for the control plane build (log: $cp_log)"
 if ! wait "$cp_pid"; then
   tail -n 50 "$cp_log" >&2
   echo "hack/test.sh: building the control plane failed" >&2
+  exit 1
+fi
+
+step "waiting for the promtool build (log: $prom_log)"
+if ! wait "$prom_pid"; then
+  tail -n 50 "$prom_log" >&2
+  echo "hack/test.sh: building promtool failed" >&2
   exit 1
 fi
 

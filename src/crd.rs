@@ -233,9 +233,80 @@ pub struct RequestRecord {
     pub synchronization_direction: Option<String>,
     /// RegionId sent (after defaulting).
     pub region_id: String,
+    /// True when regionId came from the operator's `--default-region` because the spec names
+    /// none. Changing `--default-region` later never starts a new request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region_defaulted: Option<bool>,
     /// The `dtsops.io/requested-at` annotation of this request, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_at: Option<String>,
+}
+
+/// What identifies a request: the call parameters as written in the spec (an absent regionId
+/// stays absent) and the `dtsops.io/requested-at` annotation. A different identity is a new
+/// request; nothing else is.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct RequestIdentity {
+    /// `spec.dtsJobId`.
+    pub dts_job_id: String,
+    /// `spec.dtsInstanceId` (an empty one counts as absent).
+    pub dts_instance_id: Option<String>,
+    /// `spec.synchronizationDirection`, in the API's spelling.
+    pub synchronization_direction: Option<String>,
+    /// `spec.regionId` as written (an empty one counts as absent).
+    pub region_id: Option<String>,
+    /// The annotation.
+    pub requested_at: Option<String>,
+}
+
+impl RequestIdentity {
+    /// The identity of `obj`'s request.
+    pub fn of(obj: &DtsJobReset) -> RequestIdentity {
+        use kube::ResourceExt;
+        RequestIdentity {
+            dts_job_id: obj.spec.dts_job_id.clone(),
+            dts_instance_id: obj.spec.dts_instance_id.clone().filter(|s| !s.is_empty()),
+            synchronization_direction: obj
+                .spec
+                .synchronization_direction
+                .map(|d| d.as_str().to_string()),
+            region_id: obj.spec.region_id.clone().filter(|r| !r.is_empty()),
+            requested_at: obj.annotations().get(REQUESTED_AT_ANNOTATION).cloned(),
+        }
+    }
+
+    /// The request to record and send for this identity, its region resolved now.
+    pub fn resolve(&self, default_region: &str) -> RequestRecord {
+        RequestRecord {
+            dts_job_id: self.dts_job_id.clone(),
+            dts_instance_id: self.dts_instance_id.clone(),
+            synchronization_direction: self.synchronization_direction.clone(),
+            region_id: self
+                .region_id
+                .clone()
+                .unwrap_or_else(|| default_region.to_string()),
+            region_defaulted: Some(self.region_id.is_none()),
+            requested_at: self.requested_at.clone(),
+        }
+    }
+
+    /// Whether `recorded` is this identity's request. The region is compared as written: a
+    /// defaulted region matches an absent `spec.regionId`, whatever `--default-region` says now.
+    /// A request recorded before the defaulting was recorded (no `regionDefaulted`) matches an
+    /// absent `spec.regionId`, or the same one: an upgrade never starts a new request.
+    pub fn matches(&self, recorded: &RequestRecord) -> bool {
+        let region = match (self.region_id.as_deref(), recorded.region_defaulted) {
+            (None, Some(true) | None) => true,
+            (None, Some(false)) => false,
+            (Some(_), Some(true)) => false,
+            (Some(r), Some(false) | None) => r == recorded.region_id,
+        };
+        region
+            && self.dts_job_id == recorded.dts_job_id
+            && self.dts_instance_id == recorded.dts_instance_id
+            && self.synchronization_direction == recorded.synchronization_direction
+            && self.requested_at == recorded.requested_at
+    }
 }
 
 impl From<&RequestRecord> for ResetDtsJobParams {
@@ -479,6 +550,35 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    /// Statuses written by release 0.1.0 read into today's type unchanged.
+    #[test]
+    fn statuses_of_the_previous_release_parse() {
+        for (name, text) in [
+            (
+                "succeeded",
+                include_str!("../tests/fixtures/status-0.1.0/succeeded.json"),
+            ),
+            (
+                "retrying",
+                include_str!("../tests/fixtures/status-0.1.0/retrying.json"),
+            ),
+            (
+                "claimed",
+                include_str!("../tests/fixtures/status-0.1.0/claimed.json"),
+            ),
+        ] {
+            let raw: serde_json::Value = serde_json::from_str(text).unwrap();
+            let parsed: DtsJobResetStatus = serde_json::from_value(raw.clone()).unwrap();
+            let request = parsed.request.as_ref().expect(name);
+            assert_eq!(request.region_defaulted, None, "{name}");
+            assert_eq!(
+                serde_json::to_value(&parsed).unwrap(),
+                raw,
+                "{name} round-trips"
+            );
+        }
     }
 
     #[test]

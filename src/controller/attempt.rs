@@ -538,7 +538,7 @@ mod tests {
         let run = tokio::spawn(async move {
             let api: Api<DtsJobReset> = Api::namespaced(client, NS);
             let obj = resource("r", "j", "41", None);
-            let desired = status::desired_request(&obj, "cn-hangzhou");
+            let desired = crate::crd::RequestIdentity::of(&obj).resolve("cn-hangzhou");
             let base = status::start_request(
                 &DtsJobResetStatus::default(),
                 &desired,

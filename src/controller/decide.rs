@@ -5,13 +5,14 @@
 //!    answer until the claim's deadline, then report it as `Unknown` (a crash between claim and
 //!    record). This is what makes a restart, a second replica or a replayed event unable to send a
 //!    second call for one request.
-//! 2. A different request (call parameters or `dtsops.io/requested-at`) starts a new one.
+//! 2. A different request (call parameters as written, or `dtsops.io/requested-at`) starts a new
+//!    one; the region a request was resolved to is recorded, never compared.
 //! 3. A finished request stays finished (only the TTL may delete it).
 //! 4. Otherwise the next attempt is due at `nextAttemptTime`, unless the retries are used up.
 
 use jiff::Timestamp;
 
-use crate::crd::{DtsJobResetStatus, Phase, RequestRecord};
+use crate::crd::{DtsJobResetStatus, Phase, RequestIdentity};
 
 /// What the controller should do next for one resource.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,8 +41,8 @@ pub enum Step {
 /// The inputs of [`decide`].
 #[derive(Clone, Debug)]
 pub struct Observed<'a> {
-    /// The request the spec and annotation ask for (region already defaulted).
-    pub desired: &'a RequestRecord,
+    /// The request the spec (as written) and the annotation ask for.
+    pub desired: &'a RequestIdentity,
     /// Current status.
     pub status: &'a DtsJobResetStatus,
     /// Attempts allowed for one request: 1 + backoffLimit.
@@ -61,7 +62,11 @@ pub fn decide(o: &Observed<'_>) -> Step {
             _ => Step::AbandonedClaim,
         };
     }
-    if status.request.as_ref() != Some(o.desired) {
+    if !status
+        .request
+        .as_ref()
+        .is_some_and(|r| o.desired.matches(r))
+    {
         return Step::StartRequest;
     }
     match status.phase {
@@ -98,19 +103,24 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     use super::*;
+    use crate::crd::RequestRecord;
 
     fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()
     }
 
-    fn req(job: &str, at: Option<&str>) -> RequestRecord {
-        RequestRecord {
+    /// A spec without regionId: `job` and the annotation.
+    fn want(job: &str, at: Option<&str>) -> RequestIdentity {
+        RequestIdentity {
             dts_job_id: job.into(),
-            dts_instance_id: None,
-            synchronization_direction: None,
-            region_id: "cn-hangzhou".into(),
             requested_at: at.map(str::to_string),
+            ..Default::default()
         }
+    }
+
+    /// What `want(job, at)` records with the default region cn-hangzhou.
+    fn req(job: &str, at: Option<&str>) -> RequestRecord {
+        want(job, at).resolve("cn-hangzhou")
     }
 
     const NOW: &str = "2026-01-01T00:00:10Z";
@@ -125,7 +135,7 @@ mod tests {
         }
     }
 
-    fn run(desired: &RequestRecord, s: &DtsJobResetStatus) -> Step {
+    fn run(desired: &RequestIdentity, s: &DtsJobResetStatus) -> Step {
         decide(&Observed {
             desired,
             status: s,
@@ -139,9 +149,10 @@ mod tests {
     /// backoff windows.
     #[test]
     fn every_phase_with_same_and_changed_request() {
-        let current = req("j1", None);
-        let changed_params = req("j2", None);
-        let changed_annotation = req("j1", Some("2026-01-01T00:00:00Z"));
+        let current = want("j1", None);
+        let changed_params = want("j2", None);
+        let changed_annotation = want("j1", Some("2026-01-01T00:00:00Z"));
+        let recorded = req("j1", None);
         for phase in [
             None,
             Some(Phase::Pending),
@@ -153,7 +164,7 @@ mod tests {
         ] {
             for desired in [&current, &changed_params, &changed_annotation] {
                 for deadline in [None, Some(PAST), Some(FUTURE)] {
-                    let mut s = status(phase, Some(current.clone()));
+                    let mut s = status(phase, Some(recorded.clone()));
                     s.claim_deadline = deadline.map(|d| Time(ts(d)));
                     let step = run(desired, &s);
                     let expected = match phase {
@@ -177,33 +188,33 @@ mod tests {
     #[test]
     fn no_status_starts_a_request() {
         assert_eq!(
-            run(&req("j", None), &DtsJobResetStatus::default()),
+            run(&want("j", None), &DtsJobResetStatus::default()),
             Step::StartRequest
         );
     }
 
     #[test]
     fn backoff_is_durable() {
-        let r = req("j", None);
+        let (w, r) = (want("j", None), req("j", None));
         for phase in [Phase::Pending, Phase::Retrying] {
             let mut s = status(Some(phase), Some(r.clone()));
             s.attempts = Some(2);
             s.next_attempt_time = Some(Time(ts(FUTURE)));
-            assert_eq!(run(&r, &s), Step::WaitUntil(ts(FUTURE)));
+            assert_eq!(run(&w, &s), Step::WaitUntil(ts(FUTURE)));
             s.next_attempt_time = Some(Time(ts(PAST)));
-            assert_eq!(run(&r, &s), Step::Attempt);
+            assert_eq!(run(&w, &s), Step::Attempt);
             s.next_attempt_time = Some(Time(ts(NOW)));
-            assert_eq!(run(&r, &s), Step::Attempt, "due exactly now");
+            assert_eq!(run(&w, &s), Step::Attempt, "due exactly now");
         }
     }
 
     #[test]
     fn lowered_backoff_limit_exhausts_without_sending() {
-        let r = req("j", None);
+        let (w, r) = (want("j", None), req("j", None));
         let mut s = status(Some(Phase::Retrying), Some(r.clone()));
         s.attempts = Some(3);
         let step = decide(&Observed {
-            desired: &r,
+            desired: &w,
             status: &s,
             max_attempts: 2,
             ttl_seconds: None,
@@ -211,7 +222,7 @@ mod tests {
         });
         assert_eq!(step, Step::Exhausted);
         let step = decide(&Observed {
-            desired: &r,
+            desired: &w,
             status: &s,
             max_attempts: 4,
             ttl_seconds: None,
@@ -222,13 +233,13 @@ mod tests {
 
     #[test]
     fn ttl_after_finished() {
-        let r = req("j", None);
+        let (w, r) = (want("j", None), req("j", None));
         for phase in [Phase::Succeeded, Phase::Failed, Phase::Unknown] {
             let mut s = status(Some(phase), Some(r.clone()));
             s.completion_time = Some(Time(ts("2026-01-01T00:00:00Z")));
             let at = |ttl| {
                 decide(&Observed {
-                    desired: &r,
+                    desired: &w,
                     status: &s,
                     max_attempts: 7,
                     ttl_seconds: ttl,
@@ -243,7 +254,7 @@ mod tests {
         // Not finished: TTL does not apply.
         let s = status(Some(Phase::Retrying), Some(r.clone()));
         let step = decide(&Observed {
-            desired: &r,
+            desired: &w,
             status: &s,
             max_attempts: 7,
             ttl_seconds: Some(0),
@@ -256,6 +267,75 @@ mod tests {
     fn a_claim_blocks_even_a_new_request() {
         let mut s = status(Some(Phase::Running), Some(req("j1", None)));
         s.claim_deadline = Some(Time(ts(FUTURE)));
-        assert_eq!(run(&req("j2", None), &s), Step::AwaitClaim(ts(FUTURE)));
+        assert_eq!(run(&want("j2", None), &s), Step::AwaitClaim(ts(FUTURE)));
+    }
+
+    /// The region is compared as written: a defaulted region matches a spec without one,
+    /// whatever the default is now; an explicit region matches only itself; adding or removing
+    /// spec.regionId is a new request.
+    #[test]
+    fn the_default_region_is_recorded_not_compared() {
+        let finished = |recorded: RequestRecord| status(Some(Phase::Succeeded), Some(recorded));
+        let defaulted = want("j", None).resolve("cn-hangzhou");
+        assert_eq!(defaulted.region_defaulted, Some(true));
+        assert_eq!(
+            run(&want("j", None), &finished(defaulted.clone())),
+            Step::Idle
+        );
+        let explicit = |r: &str| RequestIdentity {
+            region_id: Some(r.into()),
+            ..want("j", None)
+        };
+        assert_eq!(
+            run(&explicit("cn-hangzhou"), &finished(defaulted)),
+            Step::StartRequest,
+            "naming a region where none was is a change as written"
+        );
+        let shanghai = explicit("cn-shanghai").resolve("cn-hangzhou");
+        assert_eq!(shanghai.region_defaulted, Some(false));
+        assert_eq!(shanghai.region_id, "cn-shanghai");
+        assert_eq!(
+            run(&explicit("cn-shanghai"), &finished(shanghai.clone())),
+            Step::Idle
+        );
+        assert_eq!(
+            run(&explicit("cn-beijing"), &finished(shanghai.clone())),
+            Step::StartRequest
+        );
+        assert_eq!(
+            run(&want("j", None), &finished(shanghai)),
+            Step::StartRequest
+        );
+    }
+
+    /// Statuses written before the defaulting was recorded (no `regionDefaulted`): a spec
+    /// without regionId, or with the recorded one, is the same request — an upgrade never
+    /// starts a new request; another region still does.
+    #[test]
+    fn a_request_recorded_by_the_previous_release_is_kept() {
+        let legacy = RequestRecord {
+            region_defaulted: None,
+            ..req("j", None)
+        };
+        for phase in [Phase::Succeeded, Phase::Failed, Phase::Unknown] {
+            let s = status(Some(phase), Some(legacy.clone()));
+            assert_eq!(run(&want("j", None), &s), Step::Idle, "{phase:?}");
+            let same = RequestIdentity {
+                region_id: Some("cn-hangzhou".into()),
+                ..want("j", None)
+            };
+            assert_eq!(run(&same, &s), Step::Idle, "{phase:?}");
+            let other = RequestIdentity {
+                region_id: Some("cn-shanghai".into()),
+                ..want("j", None)
+            };
+            assert_eq!(run(&other, &s), Step::StartRequest, "{phase:?}");
+        }
+        let retrying = status(Some(Phase::Retrying), Some(legacy));
+        assert_eq!(
+            run(&want("j", None), &retrying),
+            Step::Attempt,
+            "continues, never restarts"
+        );
     }
 }

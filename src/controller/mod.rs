@@ -38,7 +38,7 @@ use tokio::sync::Semaphore;
 use crate::aliyun::client::ResetApi;
 use crate::aliyun::endpoint::{Endpoint, EndpointAllowlist};
 use crate::aliyun::provider::CredentialsProvider;
-use crate::crd::{DtsJobReset, DtsJobResetStatus, Phase, condition, event_reason};
+use crate::crd::{DtsJobReset, DtsJobResetStatus, Phase, RequestIdentity, condition, event_reason};
 use crate::metrics::{Metrics, ResultLabels};
 use crate::ratelimit::TokenBucket;
 use crate::retry::{Backoff, DEFAULT_BACKOFF_LIMIT};
@@ -177,7 +177,7 @@ async fn reconcile_inner(obj: &DtsJobReset, ctx: &Context) -> Result<Action, Err
     let Some(current) = fresh_if_claimed(&api, obj).await? else {
         return Ok(Action::await_change());
     };
-    let desired = status::desired_request(&current, &ctx.config.default_region);
+    let desired = RequestIdentity::of(&current);
     let st = current.status.clone().unwrap_or_default();
     let now = Timestamp::now();
     let step = decide(&Observed {
@@ -209,28 +209,44 @@ async fn perform(
     ctx: &Context,
     api: &Api<DtsJobReset>,
     obj: &DtsJobReset,
-    desired: &crate::crd::RequestRecord,
+    desired: &RequestIdentity,
     st: DtsJobResetStatus,
     step: Step,
     now: Timestamp,
 ) -> Result<Action, Error> {
     let generation = obj.meta().generation;
     let max = max_attempts(obj);
-    let attempt = |base| Attempt {
-        api,
-        obj,
-        desired,
-        base,
-        max_attempts: max,
-    };
     match step {
         // A new request goes straight to its first attempt: the request is recorded by the same
-        // write as the claim (or as the reason for waiting), one status write fewer.
+        // write as the claim (or as the reason for waiting), one status write fewer. Its region
+        // is resolved now, once.
         Step::StartRequest => {
-            let base = status::start_request(&st, desired, generation, now);
-            attempt::run(ctx, attempt(base)).await
+            let request = desired.resolve(&ctx.config.default_region);
+            let base = status::start_request(&st, &request, generation, now);
+            let attempt = Attempt {
+                api,
+                obj,
+                desired: &request,
+                base,
+                max_attempts: max,
+            };
+            attempt::run(ctx, attempt).await
         }
-        Step::Attempt => attempt::run(ctx, attempt(st)).await,
+        // A later attempt sends the request as recorded: to the region it was resolved to.
+        Step::Attempt => {
+            let request = st
+                .request
+                .clone()
+                .unwrap_or_else(|| desired.resolve(&ctx.config.default_region));
+            let attempt = Attempt {
+                api,
+                obj,
+                desired: &request,
+                base: st,
+                max_attempts: max,
+            };
+            attempt::run(ctx, attempt).await
+        }
         Step::AwaitClaim(deadline) => Ok(requeue_at(deadline, now)),
         Step::AbandonedClaim => {
             let s = status::abandoned_claim(&st, generation, now);

@@ -103,25 +103,6 @@ pub fn set_health(
     status.observed_generation = generation;
 }
 
-/// The desired request of a resource: its call parameters (region defaulted) and annotation.
-pub fn desired_request(obj: &DtsJobReset, default_region: &str) -> RequestRecord {
-    RequestRecord {
-        dts_job_id: obj.spec.dts_job_id.clone(),
-        dts_instance_id: obj.spec.dts_instance_id.clone().filter(|s| !s.is_empty()),
-        synchronization_direction: obj
-            .spec
-            .synchronization_direction
-            .map(|d| d.as_str().to_string()),
-        region_id: obj
-            .spec
-            .region_id
-            .clone()
-            .filter(|r| !r.is_empty())
-            .unwrap_or_else(|| default_region.to_string()),
-        requested_at: obj.annotations().get(REQUESTED_AT_ANNOTATION).cloned(),
-    }
-}
-
 /// The job of the request a status describes (empty before the first request).
 fn job_of(s: &DtsJobResetStatus) -> String {
     s.request

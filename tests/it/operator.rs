@@ -964,3 +964,138 @@ async fn secrets_never_reach_logs_events_status_or_metrics() {
     }
     op.terminate().await;
 }
+
+/// A spec for `job` without regionId (the operator's `--default-region` applies).
+fn spec_without_region(job: &str) -> dts_operator::crd::DtsJobResetSpec {
+    let mut s = spec(job);
+    s.region_id = None;
+    s
+}
+
+/// `--default-region` is recorded, never compared: changing it, and changing it back, never
+/// starts a new request for a finished resource.
+#[tokio::test]
+async fn changing_the_default_region_starts_no_new_request() {
+    let (client, ns, sim) = setup_with_secret("defregion").await;
+    let start = |region: &'static str| {
+        Operator::start(
+            OperatorOptions::new(&ns, &sim.url())
+                .arg("--default-region")
+                .arg(region),
+        )
+    };
+    let op = start("cn-hangzhou").await;
+    create(&client, &ns, "r", spec_without_region("job-defregion")).await;
+    let done = wait_phase(&client, &ns, "r", "Succeeded", T).await;
+    let request = done.status.as_ref().unwrap().request.clone().unwrap();
+    assert_eq!(request.region_id, "cn-hangzhou");
+    assert_eq!(request.region_defaulted, Some(true));
+    let calls = sim.executed_calls("job-defregion");
+    assert_eq!(calls.len(), 1);
+    assert_eq!(
+        calls[0].params.get("RegionId").map(String::as_str),
+        Some("cn-hangzhou")
+    );
+    assert_eq!(op.terminate().await, Some(0));
+
+    for region in ["cn-shanghai", "cn-hangzhou"] {
+        let op = start(region).await;
+        // The restarted operator has seen the resource and reconciled it.
+        op.wait_metrics(
+            &[
+                "dts_operator_resources{phase=\"Succeeded\"} 1",
+                "dts_operator_reconciles_total{result=\"ok\",category=\"\"}",
+            ],
+            T,
+        )
+        .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(
+            sim.executed_calls("job-defregion").len(),
+            1,
+            "--default-region {region} must not send again\n{}",
+            op.logs()
+        );
+        let now = wait_phase(&client, &ns, "r", "Succeeded", T).await;
+        assert_eq!(now.status, done.status, "status untouched under {region}");
+        assert_eq!(op.terminate().await, Some(0));
+    }
+}
+
+/// Writes `status` onto `name` exactly as given (raw JSON, the shape an older release wrote).
+async fn write_raw_status(client: &kube::Client, ns: &str, name: &str, status: serde_json::Value) {
+    let dynamic: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), ns, &ApiResource::erase::<DtsJobReset>(&()));
+    let mut obj = dynamic.get(name).await.unwrap();
+    obj.data["status"] = status;
+    dynamic
+        .replace_status(name, &PostParams::default(), &obj)
+        .await
+        .expect("status written");
+}
+
+fn fixture(name: &str) -> serde_json::Value {
+    let path = format!(
+        "{}/tests/fixtures/status-0.1.0/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// Upgrade safety: statuses in the shape release 0.1.0 wrote (the defaulted region in
+/// `request.regionId`, nothing saying it was defaulted), under an operator with another
+/// `--default-region`: a finished request stays finished with no call, a retrying one goes on to
+/// the region it was resolved to, an abandoned claim is reported, never re-sent.
+#[tokio::test]
+async fn statuses_written_by_the_previous_release_start_no_new_request() {
+    let (client, ns, sim) = setup_with_secret("upgrade").await;
+    for (name, job) in [
+        ("done", "job-legacy-done"),
+        ("retrying", "job-legacy-retrying"),
+        ("claimed", "job-legacy-claimed"),
+    ] {
+        create(&client, &ns, name, spec_without_region(job)).await;
+        write_raw_status(
+            &client,
+            &ns,
+            name,
+            fixture(name.replace("done", "succeeded").as_str()),
+        )
+        .await;
+    }
+    let op = Operator::start(
+        OperatorOptions::new(&ns, &sim.url())
+            .arg("--default-region")
+            .arg("cn-shanghai"),
+    )
+    .await;
+    let retried = wait_phase(&client, &ns, "retrying", "Succeeded", T).await;
+    let st = retried.status.unwrap();
+    assert_eq!(st.attempts, Some(2), "the same request, its second attempt");
+    assert_eq!(st.request.as_ref().unwrap().region_id, "cn-hangzhou");
+    let calls = sim.executed_calls("job-legacy-retrying");
+    assert_eq!(calls.len(), 1);
+    assert_eq!(
+        calls[0].params.get("RegionId").map(String::as_str),
+        Some("cn-hangzhou"),
+        "sent to the region the request was resolved to, not the new default"
+    );
+    let claimed = wait_phase(&client, &ns, "claimed", "Unknown", T).await;
+    assert_eq!(
+        condition(&claimed, "Stalled").map(|c| c.reason.as_str()),
+        Some("OutcomeUnknown")
+    );
+    op.wait_metrics(&["dts_operator_resources{phase=\"Succeeded\"} 2"], T)
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let done = wait_phase(&client, &ns, "done", "Succeeded", T).await;
+    assert_eq!(
+        done.status.as_ref().unwrap().request_id.as_deref(),
+        Some("0A1B2C3D-LEGACY-DONE"),
+        "the old answer stays"
+    );
+    for job in ["job-legacy-done", "job-legacy-claimed"] {
+        assert_eq!(sim.executed_calls(job).len(), 0, "{job}\n{}", op.logs());
+    }
+    assert_eq!(op.terminate().await, Some(0));
+}

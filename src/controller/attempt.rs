@@ -24,14 +24,13 @@ use super::resolve::{CredentialsProblem, ResolvedCredentials, endpoint_for_resou
 use super::status::{self, WriteError, write_status};
 use super::{Context, Error};
 use crate::aliyun::client::ResetCall;
-use crate::aliyun::dts::{ACTION, ResetDtsJobParams};
+use crate::aliyun::dts::ResetDtsJobParams;
 use crate::aliyun::endpoint::Endpoint;
-use crate::aliyun::error::{AttemptOutcome, classify, metric_code};
+use crate::aliyun::error::{AttemptOutcome, classify};
 use crate::aliyun::signer::SigningContext;
 use crate::crd::{
     DtsJobReset, DtsJobResetStatus, Phase, RequestRecord, condition, event_reason, reason,
 };
-use crate::metrics::{ActionLabels, RequestLabels};
 use crate::retry::{NextStep, jitter_unit, next_step};
 
 /// How long past an attempt's timeout a claim stays valid before another controller may report
@@ -113,6 +112,18 @@ struct Claimed {
 struct Sent {
     outcome: AttemptOutcome,
     step: NextStep,
+    /// How long the call took.
+    elapsed: Duration,
+}
+
+/// Whether an answer landed in status.
+#[derive(Debug)]
+pub enum Recorded {
+    /// On the claim it answers: the resource as stored.
+    Landed(Box<DtsJobReset>),
+    /// Not recorded: the object was replaced, deleted, or moved on from the claim. Logged at
+    /// error with the RequestId; nothing is published about it.
+    Lost,
 }
 
 impl Sent {
@@ -144,16 +155,22 @@ async fn pipeline(ctx: &Context, a: &Attempt<'_>) -> Result<Action, Stop> {
     let _permit = permits(ctx).await?;
     let claim = claim(ctx, a).await?;
     let sent = send(ctx, a, &claim, endpoint, credentials).await;
-    let stored = record(ctx, a, claim, &sent).await?;
-    events::publish_outcome(
-        &ctx.recorder,
-        &ctx.metrics,
-        &stored,
-        &sent.outcome,
-        &sent.step,
-    )
-    .await;
-    Ok(sent.requeue())
+    match record(ctx, a, claim, &sent).await? {
+        Recorded::Landed(stored) => {
+            // Events and metrics describe answers that are in status, never others.
+            events::count_call(&ctx.metrics, &sent.outcome, sent.elapsed);
+            events::publish_outcome(
+                &ctx.recorder,
+                &ctx.metrics,
+                &stored,
+                &sent.outcome,
+                &sent.step,
+            )
+            .await;
+            Ok(sent.requeue())
+        }
+        Recorded::Lost => Ok(Action::await_change()),
+    }
 }
 
 /// After SIGTERM nothing new is claimed.
@@ -316,19 +333,8 @@ async fn send(
     };
     let started = std::time::Instant::now();
     let outcome = ctx.dts.reset_dts_job(&call).await;
-    ctx.metrics
-        .dts_request_duration
-        .get_or_create(&ActionLabels { action: ACTION })
-        .observe(started.elapsed().as_secs_f64());
+    let elapsed = started.elapsed();
     let class = classify(&outcome);
-    ctx.metrics
-        .dts_requests
-        .get_or_create(&RequestLabels {
-            action: ACTION,
-            outcome: class.metric_outcome(),
-            code: metric_code(&outcome),
-        })
-        .inc();
     tracing::info!(attempt = claim.attempt, outcome = %outcome.describe(), ?class, "ResetDtsJob answered");
     let step = next_step(
         class,
@@ -344,7 +350,11 @@ async fn send(
     {
         p.invalidate().await;
     }
-    Sent { outcome, step }
+    Sent {
+        outcome,
+        step,
+        elapsed,
+    }
 }
 
 /// Records the answer on top of the claim.
@@ -353,7 +363,7 @@ async fn record(
     a: &Attempt<'_>,
     claim: Claimed,
     sent: &Sent,
-) -> Result<DtsJobReset, Stop> {
+) -> Result<Recorded, Stop> {
     let recorded = status::record(
         &claim.status,
         &sent.outcome,
@@ -362,48 +372,62 @@ async fn record(
         a.obj.meta().generation,
         Timestamp::now(),
     );
-    Ok(record_answer(
-        a.api,
-        claim.object,
-        recorded,
-        &ctx.config.identity,
-        claim.attempt,
-    )
-    .await?)
+    let result = record_answer(a.api, &claim.object, recorded).await?;
+    if let Recorded::Lost = result {
+        let answer = sent.outcome.recorded_answer();
+        tracing::error!(
+            identity = %ctx.config.identity,
+            request_id = answer.request_id.as_deref().unwrap_or("-"),
+            outcome = %sent.outcome.describe(),
+            attempt = claim.attempt,
+            "the answer of a ResetDtsJob call could not be recorded: the resource was replaced, deleted or moved on from this claim"
+        );
+    }
+    Ok(result)
 }
 
-/// Writes the answer on top of the claim. On conflict the fresh object is read again and the
-/// answer is written as long as it still belongs to the same attempt: an answer is never lost
-/// to a concurrent writer, and never written over a newer request.
+/// Whether `fresh` still carries the claim of `claimed` (the object as the claim write stored
+/// it — stored times have whole seconds): the same object (UID), the same request and attempt,
+/// the same holder and claim time.
+fn same_claim(fresh: &DtsJobReset, claimed: &DtsJobReset) -> bool {
+    let (f, c) = (
+        fresh.status.clone().unwrap_or_default(),
+        claimed.status.clone().unwrap_or_default(),
+    );
+    fresh.uid() == claimed.uid()
+        && f.phase == Some(Phase::Running)
+        && f.request == c.request
+        && f.attempts == c.attempts
+        && f.claimed_by == c.claimed_by
+        && f.last_attempt_time == c.last_attempt_time
+}
+
+/// Writes the answer on top of the claim (`claimed`: the object as the claim write stored it).
+/// On conflict the fresh object is read again and the answer is written as long as it still
+/// carries the same claim ([`same_claim`]): an answer is never lost to a concurrent writer, and
+/// never written onto another object, request or claim.
 pub async fn record_answer(
     api: &Api<DtsJobReset>,
-    claimed: DtsJobReset,
+    claimed: &DtsJobReset,
     recorded: DtsJobResetStatus,
-    identity: &str,
-    attempt_no: i32,
-) -> Result<DtsJobReset, Error> {
-    let mut base = claimed;
+) -> Result<Recorded, Error> {
+    let mut base = claimed.clone();
     let started = tokio::time::Instant::now();
     let mut delay = Duration::from_millis(100);
     loop {
         match write_status(api, &base, recorded.clone()).await {
-            Ok(o) => return Ok(o),
+            Ok(o) => return Ok(Recorded::Landed(Box::new(o))),
             Err(WriteError::Conflict) => {
                 let Some(fresh) = api.get_opt(&base.name_any()).await? else {
-                    tracing::warn!("resource deleted before its answer could be recorded");
-                    return Ok(base);
+                    return Ok(Recorded::Lost);
                 };
-                let fs = fresh.status.clone().unwrap_or_default();
-                let same_attempt =
-                    fs.request == recorded.request && fs.attempts == Some(attempt_no);
-                if !same_attempt {
-                    tracing::error!(
-                        identity,
-                        "the resource moved on to another request before this answer could be recorded"
-                    );
-                    return Ok(fresh);
+                if !same_claim(&fresh, claimed) {
+                    return Ok(Recorded::Lost);
                 }
                 base = fresh;
+            }
+            Err(WriteError::Api(kube::Error::Api(s))) if s.code == 404 => {
+                return Ok(Recorded::Lost);
             }
             Err(WriteError::Api(e)) => {
                 // The answer is the only record of a destructive call: keep trying for a while.
@@ -501,7 +525,8 @@ mod tests {
             region_id: "cn-hangzhou".into(),
             ..Default::default()
         };
-        let now = Timestamp::now();
+        // Whole seconds, as the API server stores times.
+        let now: Timestamp = "2026-01-01T00:00:01Z".parse().unwrap();
         let started = status::start_request(&DtsJobResetStatus::default(), &desired, Some(1), now);
         let mut s = status::claim(&started, ME, now, 7, Some(1), now);
         s.attempts = Some(attempts);
@@ -513,18 +538,19 @@ mod tests {
         client: kube::Client,
         claimed: DtsJobResetStatus,
         recorded: DtsJobResetStatus,
-    ) -> tokio::task::JoinHandle<Result<DtsJobReset, Error>> {
+    ) -> tokio::task::JoinHandle<Result<Recorded, Error>> {
         tokio::spawn(async move {
             let api: Api<DtsJobReset> = Api::namespaced(client, NS);
-            record_answer(
-                &api,
-                resource("r", "j", "42", Some(claimed)),
-                recorded,
-                ME,
-                1,
-            )
-            .await
+            let object = resource("r", "j", "42", Some(claimed));
+            record_answer(&api, &object, recorded).await
         })
+    }
+
+    fn landed(r: Recorded) -> DtsJobReset {
+        match r {
+            Recorded::Landed(o) => *o,
+            Recorded::Lost => panic!("the answer must land"),
+        }
     }
 
     /// The exact requests of one happy attempt, in order: the Secret, the claim (carrying the
@@ -633,24 +659,39 @@ mod tests {
         assert_eq!(second.method, Method::PUT);
         assert_eq!(second.body["metadata"]["resourceVersion"], "50");
         assert_eq!(second.body["status"]["phase"], "Succeeded");
-        let stored = run.await.unwrap().unwrap();
+        let stored = landed(run.await.unwrap().unwrap());
         assert_eq!(stored.metadata.resource_version.as_deref(), Some("51"));
         apiserver.finished().await;
     }
 
-    /// A record never lands on another attempt: the fresh object moved on, nothing is written.
+    /// A record lands only on the claim it answers: after a conflict, a fresh object that moved
+    /// on to another attempt, was replaced by a new object of the same name (another UID), or
+    /// carries another holder's claim is left alone — nothing is written.
     #[tokio::test]
-    async fn a_record_is_not_written_over_another_attempt() {
-        let (client, mut apiserver) = api_server();
+    async fn a_record_never_lands_on_another_attempt_object_or_claim() {
         let claimed = claimed_status(1);
-        let run = spawn_record(client, claimed.clone(), claimed.clone());
-        apiserver.answer(409, failure(409, "Conflict")).await;
         let moved_on = resource("r", "j", "60", Some(claimed_status(2)));
-        apiserver
-            .answer(200, serde_json::to_value(&moved_on).unwrap())
-            .await;
-        let returned = run.await.unwrap().unwrap();
-        assert_eq!(returned.metadata.resource_version.as_deref(), Some("60"));
+        let mut replaced = resource("r", "j", "61", Some(claimed.clone()));
+        replaced.metadata.uid = Some("uid-of-the-re-created-object".into());
+        let mut other_holder = claimed.clone();
+        other_holder.claimed_by = Some("someone-else".into());
+        let reclaimed = resource("r", "j", "62", Some(other_holder));
+        for fresh in [moved_on, replaced, reclaimed] {
+            let (client, mut apiserver) = api_server();
+            let run = spawn_record(client, claimed.clone(), claimed.clone());
+            apiserver.answer(409, failure(409, "Conflict")).await;
+            apiserver
+                .answer(200, serde_json::to_value(&fresh).unwrap())
+                .await;
+            let result = run.await.unwrap().unwrap();
+            assert!(matches!(result, Recorded::Lost), "{:?}", fresh.metadata);
+            apiserver.finished().await;
+        }
+        // Deleted: the write is refused with 404, and nothing is retried.
+        let (client, mut apiserver) = api_server();
+        let run = spawn_record(client, claimed.clone(), claimed);
+        apiserver.answer(404, failure(404, "NotFound")).await;
+        assert!(matches!(run.await.unwrap().unwrap(), Recorded::Lost));
         apiserver.finished().await;
     }
 

@@ -4,9 +4,10 @@
 use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder};
 
-use crate::aliyun::error::AttemptOutcome;
+use crate::aliyun::dts::ACTION;
+use crate::aliyun::error::{AttemptOutcome, classify, metric_code};
 use crate::crd::{DtsJobReset, DtsJobResetStatus, condition, event_reason};
-use crate::metrics::{Metrics, ReasonLabels};
+use crate::metrics::{ActionLabels, Metrics, ReasonLabels, RequestLabels};
 use crate::retry::{Final, NextStep};
 
 /// Publishes one event about `obj`.
@@ -36,6 +37,22 @@ pub fn condition_message(status: &DtsJobResetStatus, type_: &str) -> Option<Stri
         .iter()
         .find(|c| c.type_ == type_)
         .map(|c| c.message.clone())
+}
+
+/// Counts a call whose answer was recorded: `dts_operator_dts_requests_total` and its duration.
+pub fn count_call(metrics: &Metrics, outcome: &AttemptOutcome, elapsed: std::time::Duration) {
+    metrics
+        .dts_request_duration
+        .get_or_create(&ActionLabels { action: ACTION })
+        .observe(elapsed.as_secs_f64());
+    metrics
+        .dts_requests
+        .get_or_create(&RequestLabels {
+            action: ACTION,
+            outcome: classify(outcome).metric_outcome(),
+            code: metric_code(outcome),
+        })
+        .inc();
 }
 
 /// The event for an answered attempt, as recorded in `obj`'s status (the message of the

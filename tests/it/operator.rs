@@ -1099,3 +1099,83 @@ async fn statuses_written_by_the_previous_release_start_no_new_request() {
     }
     assert_eq!(op.terminate().await, Some(0));
 }
+
+/// An answer lands only on the object and the claim it answers: a resource deleted and
+/// re-created with the same spec (GitOps prune, a restore) while its call is held gets the new
+/// object's own request from a second operator, and the held answer, when it arrives, is not
+/// recorded, not published, and logged at error with its RequestId.
+#[tokio::test]
+async fn an_answer_never_lands_on_a_re_created_object() {
+    let (client, ns, sim) = setup_with_secret("recreate").await;
+    sim.script(
+        "job-rc",
+        [Answer::gate("held", Answer::Success), Answer::Success],
+    );
+    let a =
+        Operator::start(OperatorOptions::new(&ns, &sim.url()).set("--dts-timeout", "30s")).await;
+    create(&client, &ns, "r", spec("job-rc")).await;
+    wait_gate(&sim, "held", &a).await;
+
+    let api: Api<DtsJobReset> = Api::namespaced(client.clone(), &ns);
+    api.delete("r", &Default::default()).await.unwrap();
+    let start = std::time::Instant::now();
+    while api.get_opt("r").await.unwrap().is_some() {
+        assert!(start.elapsed() < T, "r not deleted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let recreated = create(&client, &ns, "r", spec("job-rc")).await;
+    let b = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
+    let done = wait_phase(&client, &ns, "r", "Succeeded", T).await;
+    assert_eq!(done.metadata.uid, recreated.metadata.uid);
+    let b_request_id = done.status.as_ref().unwrap().request_id.clone().unwrap();
+
+    sim.open_gate("held");
+    let start = std::time::Instant::now();
+    while !a.logs().contains("could not be recorded") {
+        assert!(start.elapsed() < T, "A never said so; log:\n{}", a.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let calls = sim.executed_calls("job-rc");
+    assert_eq!(calls.len(), 2, "one call per object");
+    let a_request_id = calls
+        .iter()
+        .filter_map(|c| c.request_id.clone())
+        .find(|id| *id != b_request_id)
+        .expect("the held call's RequestId");
+    assert!(
+        a.logs()
+            .lines()
+            .any(|l| l.contains("could not be recorded") && l.contains(&a_request_id)),
+        "logged with its RequestId:\n{}",
+        a.logs()
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let now = api.get("r").await.unwrap();
+    let st = now.status.unwrap();
+    assert_eq!(st.request_id.as_deref(), Some(b_request_id.as_str()));
+    assert_eq!(st.attempts, Some(1));
+    // Published only for what landed: one ResetSucceeded, about the new object.
+    let evs: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
+    let succeeded: Vec<_> = evs
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("ResetSucceeded"))
+        .collect();
+    assert_eq!(succeeded.len(), 1, "{succeeded:?}");
+    assert_eq!(
+        succeeded[0].regarding.as_ref().and_then(|r| r.uid.clone()),
+        recreated.metadata.uid
+    );
+    let (_, metrics) = a.admin_get("/metrics").await;
+    assert!(
+        !metrics.contains(
+            "dts_operator_dts_requests_total{action=\"ResetDtsJob\",outcome=\"succeeded\""
+        ),
+        "A counts no answer it could not record:\n{metrics}"
+    );
+    a.terminate().await;
+    b.terminate().await;
+}

@@ -102,6 +102,15 @@ impl OperatorOptions {
         self
     }
 
+    /// Sets a flag's value, replacing the default given by [`OperatorOptions::new`] if any.
+    pub fn set(mut self, flag: &str, value: &str) -> Self {
+        match self.args.iter().position(|a| a == flag) {
+            Some(i) => self.args[i + 1] = value.to_string(),
+            None => self.args.extend([flag.to_string(), value.to_string()]),
+        }
+        self
+    }
+
     /// Adds an environment variable.
     pub fn env(mut self, k: &str, v: &str) -> Self {
         self.env.push((k.to_string(), v.to_string()));

@@ -97,6 +97,32 @@ pub enum CredentialsError {
 }
 
 impl CredentialsError {
+    /// Whether a human must act (a role or OIDC provider STS refuses, an invalid or missing
+    /// token file, a configuration mistake) rather than wait: throttling, a server error or a
+    /// lost connection to STS pass by themselves.
+    pub fn needs_human(&self) -> bool {
+        match self {
+            CredentialsError::Sts {
+                http_status, code, ..
+            } => {
+                let transient = code == "Throttling"
+                    || code.starts_with("Throttling.")
+                    || code == "ServiceUnavailable"
+                    || code == "InternalError"
+                    || *http_status == 429
+                    || *http_status >= 500;
+                !transient
+            }
+            CredentialsError::StsTransport(_) => false,
+            CredentialsError::NotConfigured
+            | CredentialsError::Incomplete(_)
+            | CredentialsError::SecretKeyMissing { .. }
+            | CredentialsError::SecretValueInvalid { .. }
+            | CredentialsError::TokenFile { .. }
+            | CredentialsError::StsEndpoint(_) => true,
+        }
+    }
+
     /// The error with every form of `redactor`'s secrets removed from what a peer sent back.
     pub fn redacted(self, redactor: &Redactor) -> CredentialsError {
         match self {
@@ -251,6 +277,39 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
             .collect()
+    }
+
+    #[test]
+    fn only_passing_sts_troubles_wait_without_a_human() {
+        let sts = |http_status: u16, code: &str| CredentialsError::Sts {
+            http_status,
+            code: code.into(),
+            message: "m".into(),
+            request_id: "r".into(),
+        };
+        for passing in [
+            sts(400, "Throttling.User"),
+            sts(503, "ServiceUnavailable"),
+            sts(500, "InternalError"),
+            sts(502, "-"),
+            sts(429, "-"),
+            CredentialsError::StsTransport("connection refused".into()),
+        ] {
+            assert!(!passing.needs_human(), "{passing}");
+        }
+        for human in [
+            sts(404, "EntityNotExist.Role"),
+            sts(401, "AuthenticationFail.OIDCToken.Invalid"),
+            sts(400, "InvalidParameter.OIDCToken"),
+            sts(403, "NoPermission"),
+            CredentialsError::TokenFile {
+                path: "/var/run/token".into(),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            },
+            CredentialsError::Incomplete("x".into()),
+        ] {
+            assert!(human.needs_human(), "{human}");
+        }
     }
 
     #[test]

@@ -236,7 +236,9 @@ fn credentials_wait(problem: &CredentialsProblem) -> Wait {
         },
         CredentialsProblem::SecretInvalid(_)
         | CredentialsProblem::DefaultsNotPermitted(_)
-        | CredentialsProblem::NoDefaults => Wait {
+        | CredentialsProblem::NoDefaults
+        | CredentialsProblem::Forbidden(_)
+        | CredentialsProblem::NeedsHuman(_) => Wait {
             reason: reason::CREDENTIALS_UNAVAILABLE,
             message,
             stalled: true,
@@ -510,6 +512,8 @@ mod tests {
             CredentialsProblem::SecretInvalid("x".into()),
             CredentialsProblem::DefaultsNotPermitted("ns".into()),
             CredentialsProblem::NoDefaults,
+            CredentialsProblem::Forbidden("Secret s: forbidden".into()),
+            CredentialsProblem::NeedsHuman("STS: EntityNotExist.Role".into()),
         ] {
             let w = credentials_wait(&p);
             assert_eq!(w.reason, reason::CREDENTIALS_UNAVAILABLE);

@@ -88,6 +88,11 @@ pub enum CredentialsProblem {
     DefaultsNotPermitted(String),
     /// No Secret named and the controller has no credentials of its own.
     NoDefaults,
+    /// The operator may not read the named Secret (RBAC): a human must grant it.
+    Forbidden(String),
+    /// The operator's own credentials need a human (STS refuses the role or the token, a
+    /// missing token file).
+    NeedsHuman(String),
     /// Reading the Secret or fetching STS credentials failed for a transient reason.
     Transient(String),
 }
@@ -104,6 +109,12 @@ impl CredentialsProblem {
                 "No spec.credentials.secretRef, and namespace {ns} may not use the operator's own credentials (--default-credentials-namespaces); name a Secret in this namespace"
             ),
             CredentialsProblem::NoDefaults => "No spec.credentials.secretRef, and the operator has no credentials of its own (environment or RRSA); name a Secret in this namespace".to_string(),
+            CredentialsProblem::Forbidden(why) => format!(
+                "The operator may not read the credentials Secret: {why}; grant it get on that Secret (RBAC), it is re-checked periodically"
+            ),
+            CredentialsProblem::NeedsHuman(why) => format!(
+                "The operator's own credentials are refused: {why}; fix the RAM role, the OIDC provider or the token, it is re-checked periodically"
+            ),
             CredentialsProblem::Transient(why) => format!("Could not obtain credentials: {why}"),
         }
     }
@@ -132,8 +143,8 @@ pub async fn resolve_credentials(
             Ok(Some(s)) => s,
             Ok(None) => return Err(CredentialsProblem::SecretNotFound(name.clone())),
             Err(kube::Error::Api(s)) if s.code == 403 => {
-                return Err(CredentialsProblem::Transient(format!(
-                    "the operator may not read Secret {name}: {}",
+                return Err(CredentialsProblem::Forbidden(format!(
+                    "Secret {name}: {}",
                     s.message
                 )));
             }
@@ -163,10 +174,13 @@ pub async fn resolve_credentials(
     let Some(provider) = defaults else {
         return Err(CredentialsProblem::NoDefaults);
     };
-    let credentials = provider
-        .get()
-        .await
-        .map_err(|e| CredentialsProblem::Transient(e.to_string()))?;
+    let credentials = provider.get().await.map_err(|e| {
+        if e.needs_human() {
+            CredentialsProblem::NeedsHuman(e.to_string())
+        } else {
+            CredentialsProblem::Transient(e.to_string())
+        }
+    })?;
     Ok(ResolvedCredentials {
         credentials,
         provider: Some(provider.clone()),

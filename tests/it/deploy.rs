@@ -21,14 +21,11 @@ use std::time::{Duration, Instant};
 
 use dts_operator::crd::DtsJobReset;
 use dts_simulator::{Answer, Simulator};
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, PostParams};
-use kube::config::Kubeconfig;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -685,47 +682,6 @@ async fn assert_matrix(sa_ns: &str, sa: &str, m: &[(Access, bool)]) {
 
 // --- the operator on the installed account's token ------------------------------------------
 
-/// A kubeconfig that authenticates with a fresh TokenRequest token of `ns/sa` (server and CA
-/// from the admin kubeconfig).
-async fn token_kubeconfig(dir: &Path, ns: &str, sa: &str) -> PathBuf {
-    let c = cluster().await;
-    let token = Api::<ServiceAccount>::namespaced(c.admin_client(), ns)
-        .create_token_request(
-            sa,
-            &PostParams::default(),
-            &TokenRequest {
-                spec: Some(TokenRequestSpec {
-                    // None: the API server's own audience.
-                    audiences: None,
-                    expiration_seconds: Some(3600),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap_or_else(|e| panic!("TokenRequest for {ns}/{sa}: {e}"))
-        .status
-        .expect("token in status")
-        .token;
-    let admin = Kubeconfig::read_from(c.kubeconfig_path()).expect("admin kubeconfig");
-    let cluster_entry = admin.clusters[0].cluster.clone().expect("cluster entry");
-    let config = json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "local", "cluster": {
-            "server": cluster_entry.server,
-            "certificate-authority-data": cluster_entry.certificate_authority_data,
-        }}],
-        "users": [{"name": sa, "user": {"token": token}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "local", "user": sa, "namespace": ns}}],
-        "current-context": "sa",
-    });
-    let path = dir.join("kubeconfig");
-    std::fs::write(&path, serde_saphyr::to_string(&config).unwrap()).unwrap();
-    path
-}
-
 /// `dts-operator run` as a child process, its output captured.
 struct Process {
     child: tokio::process::Child,
@@ -836,7 +792,10 @@ async fn operator_on_installed_account(install_ns: &str, sa: &str, watch_ns: &st
     let c = cluster().await;
     let admin = c.admin_client();
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = token_kubeconfig(dir.path(), install_ns, sa).await;
+    let kubeconfig = cluster()
+        .await
+        .token_kubeconfig(dir.path(), install_ns, sa)
+        .await;
     let kubeconfig = kubeconfig.to_str().unwrap();
 
     // The kubeconfig really is the ServiceAccount, not the admin.

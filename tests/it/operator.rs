@@ -1179,3 +1179,156 @@ async fn an_answer_never_lands_on_a_re_created_object() {
     a.terminate().await;
     b.terminate().await;
 }
+
+/// Waits until `name` is Pending with `Stalled=True` and reason CredentialsUnavailable.
+async fn wait_credentials_stalled(client: &kube::Client, ns: &str, name: &str) -> DtsJobReset {
+    wait_for(client, ns, name, T, |o| {
+        phase(o) == "Pending"
+            && condition(o, "Stalled")
+                .is_some_and(|c| c.status == "True" && c.reason == "CredentialsUnavailable")
+    })
+    .await
+}
+
+/// A Secret the operator may not read (RBAC 403) needs a human: Pending, Stalled,
+/// CredentialsUnavailable with the cause, a Warning event, nothing sent — and once RBAC allows
+/// it, the periodic re-check recovers by itself.
+#[tokio::test]
+async fn a_secret_the_operator_may_not_read_stalls_until_rbac_allows_it() {
+    use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+    let (client, ns, sim) = setup_with_secret("rbac403").await;
+    let c = crate::support::cluster::cluster().await;
+    c.create_service_account(&ns, "limited").await;
+    let rule = |groups: &[&str], resources: &[&str], verbs: &[&str]| PolicyRule {
+        api_groups: Some(groups.iter().map(|s| s.to_string()).collect()),
+        resources: Some(resources.iter().map(|s| s.to_string()).collect()),
+        verbs: verbs.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    let mut role = Role {
+        metadata: kube::api::ObjectMeta {
+            name: Some("limited".into()),
+            ..Default::default()
+        },
+        rules: Some(vec![
+            rule(&["dtsops.io"], &["dtsjobresets"], &["get", "list", "watch"]),
+            rule(&["dtsops.io"], &["dtsjobresets/status"], &["get", "update"]),
+            rule(&["events.k8s.io"], &["events"], &["create", "patch"]),
+        ]),
+    };
+    let roles: Api<Role> = Api::namespaced(client.clone(), &ns);
+    roles.create(&PostParams::default(), &role).await.unwrap();
+    let binding = RoleBinding {
+        metadata: kube::api::ObjectMeta {
+            name: Some("limited".into()),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "Role".into(),
+            name: "limited".into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: "limited".into(),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        }]),
+    };
+    Api::<RoleBinding>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = OperatorOptions::new(&ns, &sim.url());
+    opts.kubeconfig = Some(c.token_kubeconfig(dir.path(), &ns, "limited").await);
+    let op = Operator::start(opts).await;
+
+    create(&client, &ns, "r", spec("job-403")).await;
+    let stalled = wait_credentials_stalled(&client, &ns, "r").await;
+    let message = &condition(&stalled, "Stalled").unwrap().message;
+    assert!(
+        message.contains("may not read") && message.contains("creds"),
+        "{message}"
+    );
+    assert_eq!(
+        condition(&stalled, "Reconciling").map(|c| c.status.as_str()),
+        Some("True")
+    );
+    let evs = wait_event(&client, &ns, "r", "CredentialsUnavailable", T).await;
+    assert!(
+        evs.iter()
+            .any(|(t, r, _)| t == "Warning" && r == "CredentialsUnavailable"),
+        "{evs:?}"
+    );
+    assert_eq!(sim.executed_calls("job-403").len(), 0);
+
+    // The fix: RBAC now allows the Secret. Nothing else changes; the re-check finds it.
+    role.rules
+        .as_mut()
+        .unwrap()
+        .push(rule(&[""], &["secrets"], &["get"]));
+    roles
+        .replace("limited", &PostParams::default(), &{
+            let mut current = roles.get("limited").await.unwrap();
+            current.rules = role.rules.clone();
+            current
+        })
+        .await
+        .unwrap();
+    wait_phase(&client, &ns, "r", "Succeeded", Duration::from_secs(60)).await;
+    assert_eq!(sim.executed_calls("job-403").len(), 1);
+    assert!(!op.logs().contains(AK_SECRET));
+    op.terminate().await;
+}
+
+/// The operator's own RRSA credentials refused by STS need a human too (an OIDC token STS does
+/// not accept): Pending, Stalled, CredentialsUnavailable with STS's code, a Warning event,
+/// nothing sent to DTS, the token in no form in status or logs — and when the token is fixed,
+/// the periodic re-check recovers by itself.
+#[tokio::test]
+async fn refused_rrsa_credentials_stall_until_fixed() {
+    let (client, ns) = setup("rrsa-refused").await;
+    let sim = sim().await;
+    sim.add_valid_oidc_token("the-valid-oidc-token");
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    let wrong = "wrong-oidc-token+value/1";
+    std::fs::write(&token_file, wrong).unwrap();
+    let opts = OperatorOptions::new(&ns, &sim.url())
+        .arg("--default-credentials-namespaces")
+        .arg(&ns)
+        .env(
+            "ALIBABA_CLOUD_ROLE_ARN",
+            "acs:ram::123456789:role/dts-operator",
+        )
+        .env(
+            "ALIBABA_CLOUD_OIDC_PROVIDER_ARN",
+            "acs:ram::123456789:oidc-provider/ack-rrsa-c1",
+        )
+        .env(
+            "ALIBABA_CLOUD_OIDC_TOKEN_FILE",
+            token_file.to_str().unwrap(),
+        )
+        .env("ALIBABA_CLOUD_STS_ENDPOINT", &sim.url());
+    let op = Operator::start(opts).await;
+    let mut s = spec("job-rrsa-refused");
+    s.credentials = None;
+    create(&client, &ns, "r", s).await;
+    let stalled = wait_credentials_stalled(&client, &ns, "r").await;
+    let message = condition(&stalled, "Stalled").unwrap().message.clone();
+    assert!(message.contains("AssumeRoleWithOIDC"), "{message}");
+    wait_event(&client, &ns, "r", "CredentialsUnavailable", T).await;
+    assert_eq!(sim.executed_calls("job-rrsa-refused").len(), 0);
+    assert!(!sim.sts_calls().is_empty());
+    let status_text = serde_json::to_string(&stalled).unwrap();
+    for form in crate::support::every_form(wrong) {
+        assert!(!status_text.contains(&form), "token in status");
+        assert!(!op.logs().contains(&form), "token in logs");
+    }
+
+    std::fs::write(&token_file, "the-valid-oidc-token").unwrap();
+    wait_phase(&client, &ns, "r", "Succeeded", Duration::from_secs(60)).await;
+    assert_eq!(sim.executed_calls("job-rrsa-refused").len(), 1);
+    op.terminate().await;
+}

@@ -21,6 +21,7 @@ use std::process::{Command, Stdio};
 use std::sync::Once;
 use std::time::Duration;
 
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
@@ -177,6 +178,46 @@ impl Cluster {
             .create(&PostParams::default(), &sa)
             .await
             .unwrap_or_else(|e| panic!("creating ServiceAccount {namespace}/{name}: {e}"))
+    }
+
+    /// A kubeconfig that authenticates with a fresh TokenRequest token of `ns/sa` (server and CA
+    /// from the admin kubeconfig), written into `dir`.
+    pub async fn token_kubeconfig(&self, dir: &Path, ns: &str, sa: &str) -> PathBuf {
+        let token = Api::<ServiceAccount>::namespaced(self.admin_client(), ns)
+            .create_token_request(
+                sa,
+                &PostParams::default(),
+                &TokenRequest {
+                    spec: Some(TokenRequestSpec {
+                        // None: the API server's own audience.
+                        audiences: None,
+                        expiration_seconds: Some(3600),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("TokenRequest for {ns}/{sa}: {e}"))
+            .status
+            .expect("token in status")
+            .token;
+        let admin = Kubeconfig::read_from(self.kubeconfig_path()).expect("admin kubeconfig");
+        let cluster_entry = admin.clusters[0].cluster.clone().expect("cluster entry");
+        let config = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "local", "cluster": {
+                "server": cluster_entry.server,
+                "certificate-authority-data": cluster_entry.certificate_authority_data,
+            }}],
+            "users": [{"name": sa, "user": {"token": token}}],
+            "contexts": [{"name": "sa", "context": {"cluster": "local", "user": sa, "namespace": ns}}],
+            "current-context": "sa",
+        });
+        let path = dir.join("kubeconfig");
+        std::fs::write(&path, serde_saphyr::to_string(&config).unwrap()).unwrap();
+        path
     }
 }
 

@@ -73,6 +73,8 @@ pub struct OperatorOptions {
     pub env: Vec<(String, String)>,
     /// `RUST_LOG`.
     pub rust_log: String,
+    /// `--kubeconfig` (default: the admin kubeconfig of the test cluster).
+    pub kubeconfig: Option<std::path::PathBuf>,
 }
 
 impl OperatorOptions {
@@ -93,6 +95,7 @@ impl OperatorOptions {
             ],
             env: Vec::new(),
             rust_log: "info,dts_operator=debug".to_string(),
+            kubeconfig: None,
         }
     }
 
@@ -126,7 +129,11 @@ impl Operator {
         let mut cmd = tokio::process::Command::new(BIN);
         cmd.arg("run")
             .arg("--kubeconfig")
-            .arg(c.kubeconfig_path())
+            .arg(
+                opts.kubeconfig
+                    .as_deref()
+                    .unwrap_or_else(|| c.kubeconfig_path()),
+            )
             .arg("--dts-endpoint")
             .arg(&opts.dts_endpoint)
             .arg("--metrics-addr")

@@ -163,6 +163,12 @@ pub struct RunArgs {
     )]
     pub leader_election_lease_duration: Duration,
 
+    /// How far another replica's clock may be off: a claim written by another process is
+    /// declared abandoned only after this process has watched it, unchanged, for longer than
+    /// the claim's validity plus this.
+    #[arg(long, env = "DTS_OPERATOR_MAX_CLOCK_SKEW", default_value = "30s", value_parser = parse_duration)]
+    pub max_clock_skew: Duration,
+
     /// On SIGTERM: stop claiming, let in-flight calls finish and be recorded within this bound.
     #[arg(long, env = "DTS_OPERATOR_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
@@ -309,6 +315,7 @@ mod tests {
         assert_eq!(a.leader_election_lease_name, "dts-operator");
         assert_eq!(a.leader_election_lease_duration, Duration::from_secs(15));
         assert_eq!(a.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(a.max_clock_skew, Duration::from_secs(30));
         assert_eq!(a.log_format, crate::telemetry::LogFormat::Text);
     }
 

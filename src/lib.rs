@@ -4,7 +4,7 @@
 //! classification), [`retry`] (the backoff policy and the retry decision), [`crd`] (the
 //! resource), [`controller`] (the reconcile state machine in `controller::decide`, the attempt
 //! pipeline in `controller::attempt`, status in `controller::status`), [`operator`] (the `run`
-//! process), [`leader`], [`ratelimit`], [`metrics`], [`admin`], [`cli`], [`reset`] (the `reset`
+//! process), [`kubeapi`] (bounds on API calls), [`lease`] (expiry by local observation), [`leader`], [`ratelimit`], [`metrics`], [`admin`], [`cli`], [`reset`] (the `reset`
 //! command), [`telemetry`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -14,7 +14,9 @@ pub mod aliyun;
 pub mod cli;
 pub mod controller;
 pub mod crd;
+pub mod kubeapi;
 pub mod leader;
+pub mod lease;
 pub mod metrics;
 pub mod operator;
 pub mod ratelimit;

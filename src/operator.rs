@@ -24,6 +24,7 @@ use crate::aliyun::client::{ClientOptions, DtsClient};
 use crate::aliyun::endpoint::{Endpoint, EndpointAllowlist};
 use crate::aliyun::provider::CredentialsProvider;
 use crate::cli::RunArgs;
+use crate::controller::joblease::JobLeases;
 use crate::controller::resolve::DefaultCredentialsScope;
 use crate::controller::{self, Context, ControllerConfig};
 use crate::crd::{DtsJobReset, FIELD_MANAGER};
@@ -32,6 +33,9 @@ use crate::metrics::Metrics;
 use crate::ratelimit::TokenBucket;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A job Lease lasts a claim's validity and this much more: the claim is written after it.
+const JOB_LEASE_EXTRA: Duration = Duration::from_secs(5);
 
 /// Why `run` could not start (exit 2) or stopped (exit 1).
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +138,10 @@ pub struct RunConfig {
     pub client: ClientOptions,
     /// `--leader-elect`: the Lease to hold before acting.
     pub leader: Option<LeaderConfig>,
+    /// Where the job Leases live (exclusion per job across processes): the leader election
+    /// namespace, else the operator's own, else the one namespace watched. `None`: no namespace
+    /// is known, and only this process's own exclusion applies (a warning says so).
+    pub job_lease_namespace: Option<String>,
     /// `--metrics-addr`.
     pub metrics_addr: SocketAddr,
     /// `--max-concurrent-resets`.
@@ -179,15 +187,37 @@ impl RunConfig {
                         "--leader-elect needs --leader-election-namespace (the operator's namespace is unknown)",
                     )
                 })?;
-            Some(LeaderConfig {
+            let leader = LeaderConfig {
                 namespace,
                 name: args.leader_election_lease_name.clone(),
                 identity: env.identity.clone(),
                 lease_duration: args.leader_election_lease_duration,
-            })
+            };
+            // The leader sends only while its own view of the lease outlasts the attempt, and
+            // that view is renewed every retry period: a shorter lease would never send.
+            let needed =
+                args.dts_timeout + crate::controller::attempt::FENCE_MARGIN + leader.retry_period();
+            if leader.lease_duration < needed {
+                return Err(RunError::invalid(format!(
+                    "--leader-election-lease-duration ({:?}) must be at least --dts-timeout plus {:?} ({needed:?}): the leader sends only while its lease outlasts the call",
+                    leader.lease_duration,
+                    needed.saturating_sub(args.dts_timeout)
+                )));
+            }
+            Some(leader)
         } else {
             None
         };
+        let job_lease_namespace = args
+            .leader_election_namespace
+            .clone()
+            .or(env.own_namespace.clone())
+            .or(args.namespace.clone());
+        if job_lease_namespace.is_none() {
+            warnings.push(
+                "no namespace for the job Leases (no POD_NAMESPACE, no --leader-election-namespace, all namespaces watched): calls for one job are kept apart within this process only".to_string(),
+            );
+        }
         Ok(RunConfig {
             kubeconfig: args.kubeconfig.clone(),
             watch_namespace: args.namespace.clone(),
@@ -199,6 +229,7 @@ impl RunConfig {
                 backoff,
                 attempt_timeout: args.dts_timeout,
                 identity: env.identity.clone(),
+                max_clock_skew: args.max_clock_skew,
             },
             client: ClientOptions {
                 timeout: args.dts_timeout,
@@ -206,6 +237,7 @@ impl RunConfig {
                 ..ClientOptions::default()
             },
             leader,
+            job_lease_namespace,
             metrics_addr: args.metrics_addr,
             max_concurrent_resets: args.max_concurrent_resets,
             dts_qps: args.dts_qps,
@@ -216,21 +248,32 @@ impl RunConfig {
     }
 }
 
-async fn kube_client(kubeconfig: Option<&PathBuf>) -> Result<Client, RunError> {
+/// The Kubernetes configuration: `--kubeconfig`, else `KUBECONFIG`, else in-cluster.
+async fn kube_config(kubeconfig: Option<&PathBuf>) -> Result<kube::Config, RunError> {
     crate::install_crypto_provider();
-    let config = match kubeconfig {
+    match kubeconfig {
         Some(path) => {
             let what = || format!("--kubeconfig {}", path.display());
             let kc = Kubeconfig::read_from(path).map_err(|e| RunError::config(what(), e))?;
             kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
                 .await
-                .map_err(|e| RunError::config(what(), e))?
+                .map_err(|e| RunError::config(what(), e))
         }
         None => kube::Config::infer()
             .await
-            .map_err(|e| RunError::config("no Kubernetes configuration", e))?,
-    };
-    Client::try_from(config).map_err(|e| RunError::config("Kubernetes client", e))
+            .map_err(|e| RunError::config("no Kubernetes configuration", e)),
+    }
+}
+
+/// Two clients of one configuration: bounded requests (claims, records, leases, Secrets,
+/// events) and the watch.
+async fn kube_clients(kubeconfig: Option<&PathBuf>) -> Result<(Client, Client), RunError> {
+    let config = kube_config(kubeconfig).await?;
+    let requests = Client::try_from(crate::kubeapi::request_config(config.clone()))
+        .map_err(|e| RunError::config("Kubernetes client", e))?;
+    let watch = Client::try_from(crate::kubeapi::watch_config(config))
+        .map_err(|e| RunError::config("Kubernetes client", e))?;
+    Ok((requests, watch))
 }
 
 async fn shutdown_signal() {
@@ -261,6 +304,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let elector = match &config.leader {
         Some(leader) => {
             let elector = LeaderElector::new(ctx.client.clone(), leader.clone());
+            let _ = ctx.leader.set(elector.clock());
             if !stand_by(&elector, &ctx.metrics, &ready, &mut shutdown).await {
                 return Ok(());
             }
@@ -283,13 +327,22 @@ async fn build_context(config: &RunConfig) -> Result<Context, RunError> {
         }
         None => tracing::info!("no default credentials: resources must name a Secret"),
     }
-    let client = kube_client(config.kubeconfig.as_ref()).await?;
+    let (client, watch_client) = kube_clients(config.kubeconfig.as_ref()).await?;
     let reporter = Reporter {
         controller: FIELD_MANAGER.to_string(),
         instance: Some(config.controller.identity.clone()),
     };
+    let job_leases = config.job_lease_namespace.as_deref().map(|ns| {
+        JobLeases::new(
+            client.clone(),
+            ns,
+            &config.controller.identity,
+            config.controller.claim_validity() + JOB_LEASE_EXTRA,
+        )
+    });
     Ok(Context {
         client: client.clone(),
+        watch_client,
         config: config.controller.clone(),
         dts: Arc::new(dts),
         default_credentials,
@@ -300,6 +353,10 @@ async fn build_context(config: &RunConfig) -> Result<Context, RunError> {
         reservations: Default::default(),
         store: OnceLock::new(),
         stopping: AtomicBool::new(false),
+        leader: OnceLock::new(),
+        job_leases,
+        claims: Default::default(),
+        unsent: Default::default(),
     })
 }
 
@@ -379,8 +436,8 @@ async fn act(
     mut shutdown: impl std::future::Future<Output = ()> + Unpin,
 ) -> Result<(), RunError> {
     let api: Api<DtsJobReset> = match &config.watch_namespace {
-        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
-        None => Api::all(ctx.client.clone()),
+        Some(ns) => Api::namespaced(ctx.watch_client.clone(), ns),
+        None => Api::all(ctx.watch_client.clone()),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let ctrl = Controller::new(api, watcher::Config::default())
@@ -409,24 +466,45 @@ async fn act(
     };
     tokio::pin!(lease_lost);
 
-    tokio::select! {
+    let lost = tokio::select! {
         _ = &mut running => return Err(RunError::ControllerStopped),
-        _ = &mut lease_lost => {
-            ctx.metrics.leader.set(0);
-            return Err(RunError::LeaseLost);
-        }
-        _ = &mut shutdown => {}
-    }
-    tracing::info!(timeout = ?config.shutdown_timeout, "SIGTERM: no new claims; waiting for calls in flight");
+        _ = &mut lease_lost => true,
+        _ = &mut shutdown => false,
+    };
+    // From here nothing new is claimed; answers of calls in flight are still recorded — also
+    // when the lease was lost: recording is allowed, claiming is not.
     ctx.stopping.store(true, Ordering::SeqCst);
     let _ = stop_tx.send(());
-    let drained = tokio::time::timeout(config.shutdown_timeout, &mut running).await;
+    if lost {
+        ctx.metrics.leader.set(0);
+        tracing::error!(timeout = ?config.shutdown_timeout, "leader lease lost: no new claims; recording the answers of calls in flight, then stopping");
+    } else {
+        tracing::info!(timeout = ?config.shutdown_timeout, "SIGTERM: no new claims; waiting for calls in flight");
+    }
+    // The lease keeps being renewed while calls drain (unless it is already lost).
+    let drained = tokio::time::timeout(config.shutdown_timeout, async {
+        if lost {
+            (&mut running).await;
+        } else {
+            tokio::select! {
+                _ = &mut running => {}
+                _ = &mut lease_lost => {
+                    ctx.metrics.leader.set(0);
+                    tracing::error!("leader lease lost while draining");
+                    (&mut running).await;
+                }
+            }
+        }
+    })
+    .await;
     if drained.is_err() {
         tracing::warn!(
-            "shutdown timeout reached with a call in flight: it stays claimed and the next controller reports it as Unknown"
+            "shutdown timeout reached with a call in flight: it stays claimed and is reported by the next controller once its claim expires"
         );
     }
-    if let Some(e) = &elector {
+    if let Some(e) = &elector
+        && !lost
+    {
         e.release().await;
     }
     ctx.metrics.leader.set(0);
@@ -435,7 +513,11 @@ async fn act(
     if drained.is_err() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    Ok(())
+    if lost {
+        Err(RunError::LeaseLost)
+    } else {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -476,13 +558,17 @@ mod tests {
             c.controller.default_scope,
             DefaultCredentialsScope::Namespaces(vec![])
         );
-        assert_eq!(c.warnings.len(), 1);
+        assert!(
+            c.warnings.iter().any(|w| w.contains("default credentials")),
+            "{:?}",
+            c.warnings
+        );
         let c = RunConfig::from_args(
             &args(&["--default-credentials-namespaces", "a, b"]),
             &env(None),
         )
         .unwrap();
-        assert!(c.controller.default_scope.allows("b") && c.warnings.is_empty());
+        assert!(c.controller.default_scope.allows("b"));
     }
 
     #[test]
@@ -530,6 +616,57 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.leader.unwrap().namespace, "elsewhere");
+    }
+
+    /// The leader sends only while its own view of the lease outlasts the call: a lease too
+    /// short for the DTS timeout would never send, and is refused at start-up.
+    #[test]
+    fn a_lease_shorter_than_an_attempt_is_refused() {
+        let e = RunConfig::from_args(
+            &args(&["--leader-elect", "--dts-timeout", "20s"]),
+            &env(Some("ops")),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("--leader-election-lease-duration"),
+            "{e}"
+        );
+        assert!(
+            RunConfig::from_args(
+                &args(&[
+                    "--leader-elect",
+                    "--dts-timeout",
+                    "20s",
+                    "--leader-election-lease-duration",
+                    "30s"
+                ]),
+                &env(Some("ops")),
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn job_leases_live_in_the_operators_namespace() {
+        let ns = |a: &[&str], own: Option<&str>| {
+            RunConfig::from_args(&args(a), &env(own))
+                .unwrap()
+                .job_lease_namespace
+        };
+        assert_eq!(ns(&[], Some("ops")), Some("ops".into()));
+        assert_eq!(
+            ns(&["--leader-election-namespace", "le"], Some("ops")),
+            Some("le".into())
+        );
+        assert_eq!(ns(&["--namespace", "team-a"], None), Some("team-a".into()));
+        let c = RunConfig::from_args(&args(&[]), &env(None)).unwrap();
+        assert_eq!(c.job_lease_namespace, None);
+        assert!(
+            c.warnings.iter().any(|w| w.contains("job Leases")),
+            "{:?}",
+            c.warnings
+        );
+        assert_eq!(c.controller.max_clock_skew, Duration::from_secs(30));
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! One attempt, as a pipeline of typed steps:
-//! `endpoint` → `credentials` → `exclusion` → `permits` → `claim` → `send` → `record` →
-//! publish (each a function of that name).
+//! `endpoint` → `credentials` → `exclusion` → `permits` → `job_lease` → `claim` → `fence` →
+//! `send` → `record` → release the job → publish (each a function of that name).
 //!
 //! Each step before the claim either hands its result to the next or stops with a [`Wait`]
 //! (nothing was sent; the status says why), and every `Wait` is handled in one place, `hold`.
-//! From the accepted claim on nothing waits: the call is sent and its answer is recorded on top
-//! of the claim, so a call is never sent without a claim and never answered without a record
-//! attempt.
+//! From the accepted claim on, no Kubernetes API call stands before the send: the `fence` checks
+//! on this process's monotonic clock that the claim (measured from before its write), the job
+//! Lease and — with leader election — this process's view of its lease all outlast the attempt;
+//! otherwise nothing is sent and the claim is withdrawn. The answer is then recorded on top of
+//! the claim, and events follow the record, never precede the call.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -20,6 +22,7 @@ use kube::{Resource, ResourceExt};
 
 use super::events;
 use super::exclusion::{self, Reservation};
+use super::joblease::{Acquired, HeldJob};
 use super::resolve::{CredentialsProblem, ResolvedCredentials, endpoint_for_resource};
 use super::status::{self, WriteError, write_status};
 use super::{Context, Error};
@@ -46,6 +49,11 @@ const STALLED_CREDENTIALS_RECHECK: Duration = Duration::from_secs(30);
 const CONCURRENT_RECHECK: Duration = Duration::from_secs(1);
 /// How soon a reconcile turned away by shutdown looks again (another process, usually).
 const STOPPING_RECHECK: Duration = Duration::from_secs(1);
+/// What a claim, a job Lease and the leader's lease must outlast the attempt timeout by, at the
+/// moment of sending: the call's own setup and the scheduling around it.
+pub const FENCE_MARGIN: Duration = Duration::from_secs(1);
+/// How soon a fenced attempt (nothing sent) looks again.
+const FENCED_RECHECK: Duration = Duration::from_millis(500);
 
 /// What one attempt starts from.
 pub struct Attempt<'a> {
@@ -84,6 +92,8 @@ enum Stop {
     Later(Duration),
     /// A Kubernetes API error.
     Failed(Error),
+    /// Nothing more to do for this attempt; then this.
+    Done(Action),
 }
 
 impl From<Error> for Stop {
@@ -106,6 +116,9 @@ struct Claimed {
     status: DtsJobResetStatus,
     /// The claimed attempt's number.
     attempt: i32,
+    /// When the claim write was sent (monotonic): the claim is valid until this plus its
+    /// validity, for this process.
+    sent_at: tokio::time::Instant,
 }
 
 /// What the call produced and what follows from it.
@@ -143,6 +156,7 @@ pub async fn run(ctx: &Context, attempt: Attempt<'_>) -> Result<Action, Error> {
         Ok(action) => Ok(action),
         Err(Stop::Wait(w)) => hold(ctx, &attempt, w).await,
         Err(Stop::Later(after)) => Ok(Action::requeue(after)),
+        Err(Stop::Done(action)) => Ok(action),
         Err(Stop::Failed(e)) => Err(e),
     }
 }
@@ -151,25 +165,58 @@ async fn pipeline(ctx: &Context, a: &Attempt<'_>) -> Result<Action, Stop> {
     not_stopping(ctx)?;
     let endpoint = endpoint(ctx, a)?;
     let credentials = credentials(ctx, a).await?;
-    let _job = exclusion(ctx, a)?;
+    let _reservation = exclusion(ctx, a)?;
     let _permit = permits(ctx).await?;
+    let job = job_lease(ctx, a).await?;
+    let result = claimed_attempt(ctx, a, job.as_ref(), endpoint, credentials).await;
+    if let (Some(held), Some(leases)) = (job, ctx.job_leases.as_ref()) {
+        leases.release(held).await;
+    }
+    let (sent, stored) = result?;
+    // Events and metrics describe answers that are in status, never others.
+    events::count_call(&ctx.metrics, &sent.outcome, sent.elapsed);
+    events::publish(
+        &ctx.recorder,
+        &stored,
+        EventType::Normal,
+        event_reason::RESET_REQUESTED,
+        // kube-rs's recorder folds repeats of a reason into one Event and keeps the first note,
+        // so no per-attempt number here: status.attempts has it.
+        format!(
+            "Sent ResetDtsJob for job {} in {}",
+            a.desired.dts_job_id, a.desired.region_id
+        ),
+    )
+    .await;
+    events::publish_outcome(
+        &ctx.recorder,
+        &ctx.metrics,
+        &stored,
+        &sent.outcome,
+        &sent.step,
+    )
+    .await;
+    Ok(sent.requeue())
+}
+
+/// Claim, fence, send, record — while this process holds the job.
+async fn claimed_attempt(
+    ctx: &Context,
+    a: &Attempt<'_>,
+    job: Option<&HeldJob>,
+    endpoint: Endpoint,
+    credentials: ResolvedCredentials,
+) -> Result<(Sent, DtsJobReset), Stop> {
     let claim = claim(ctx, a).await?;
+    if let Err(why) = fence(ctx, &claim, job) {
+        tracing::warn!(%why, attempt = claim.attempt, "not sending: {why}");
+        withdraw(ctx, a, &claim).await;
+        return Err(Stop::Later(FENCED_RECHECK));
+    }
     let sent = send(ctx, a, &claim, endpoint, credentials).await;
     match record(ctx, a, claim, &sent).await? {
-        Recorded::Landed(stored) => {
-            // Events and metrics describe answers that are in status, never others.
-            events::count_call(&ctx.metrics, &sent.outcome, sent.elapsed);
-            events::publish_outcome(
-                &ctx.recorder,
-                &ctx.metrics,
-                &stored,
-                &sent.outcome,
-                &sent.step,
-            )
-            .await;
-            Ok(sent.requeue())
-        }
-        Recorded::Lost => Ok(Action::await_change()),
+        Recorded::Landed(stored) => Ok((sent, *stored)),
+        Recorded::Lost => Err(Stop::Done(Action::await_change())),
     }
 }
 
@@ -259,35 +306,108 @@ fn exclusion<'c>(ctx: &'c Context, a: &Attempt<'_>) -> Result<Reservation<'c>, S
         &uid,
         Timestamp::now(),
     )
-    .map_err(|who| {
-        Stop::Wait(Wait {
-            reason: reason::CONCURRENT_REQUEST,
-            message: format!(
-                "Waiting: {who} has a ResetDtsJob call in flight for job {} in {}",
-                key.1, key.0
-            ),
-            stalled: false,
-            requeue: Some(CONCURRENT_RECHECK),
-            event: None,
-        })
-    })
+    .map_err(|who| Stop::Wait(concurrent_wait(&who, &key)))
 }
 
-/// Limits toward DTS (concurrency, then rate), then a last look at shutdown before claiming.
+/// Waiting for another resource's call on the same job.
+fn concurrent_wait(who: &str, key: &super::exclusion::JobKey) -> Wait {
+    Wait {
+        reason: reason::CONCURRENT_REQUEST,
+        message: format!(
+            "Waiting: {who} has a ResetDtsJob call in flight for job {} in {}",
+            key.1, key.0
+        ),
+        stalled: false,
+        requeue: Some(CONCURRENT_RECHECK),
+        event: None,
+    }
+}
+
+/// Limits toward DTS (concurrency, then rate), then a last look at shutdown and — with leader
+/// election — at this process's view of its lease before claiming: a leader whose view could
+/// expire during the attempt claims nothing.
 async fn permits(ctx: &Context) -> Result<tokio::sync::SemaphorePermit<'_>, Stop> {
     let permit = ctx.sends.acquire().await.expect("semaphore never closed");
     ctx.bucket.acquire().await;
     not_stopping(ctx)?;
+    if let Some(lease) = ctx.leader.get()
+        && lease.remaining() < ctx.config.attempt_timeout + FENCE_MARGIN
+    {
+        return Err(Stop::Later(FENCED_RECHECK));
+    }
     Ok(permit)
+}
+
+/// The job Lease: no other process may have a call in flight for this (region, job).
+async fn job_lease(ctx: &Context, a: &Attempt<'_>) -> Result<Option<HeldJob>, Stop> {
+    let Some(leases) = ctx.job_leases.as_ref() else {
+        return Ok(None);
+    };
+    let key = (a.desired.region_id.clone(), a.desired.dts_job_id.clone());
+    let resource = format!(
+        "{}/{}",
+        a.obj.namespace().unwrap_or_default(),
+        a.obj.name_any()
+    );
+    match leases.acquire(&key, &resource).await.map_err(Error::Kube)? {
+        Acquired::Held(held) => Ok(Some(held)),
+        Acquired::Busy(who) => Err(Stop::Wait(concurrent_wait(&who, &key))),
+    }
+}
+
+/// Immediately before sending, on this process's monotonic clock: the claim (from before its
+/// write), the job Lease and the leader's lease must each outlast the attempt.
+fn fence(ctx: &Context, claim: &Claimed, job: Option<&HeldJob>) -> Result<(), String> {
+    let needed = ctx.config.attempt_timeout + FENCE_MARGIN;
+    let claim_left = (claim.sent_at + ctx.config.claim_validity())
+        .saturating_duration_since(tokio::time::Instant::now());
+    if claim_left < needed {
+        return Err(format!(
+            "the claim is valid for {claim_left:?} more, the attempt needs {needed:?}"
+        ));
+    }
+    if let Some(job) = job
+        && job.remaining() < needed
+    {
+        return Err(format!(
+            "the job Lease is ours for {:?} more, the attempt needs {needed:?}",
+            job.remaining()
+        ));
+    }
+    if let Some(lease) = ctx.leader.get()
+        && lease.remaining() < needed
+    {
+        return Err(format!(
+            "this process's view of the leader lease ends in {:?}, the attempt needs {needed:?}",
+            lease.remaining()
+        ));
+    }
+    Ok(())
+}
+
+/// Takes back a claim whose call was never sent: a conditional write of the status from before
+/// the claim. If it fails, this process remembers the claim and withdraws it when it sees it
+/// again; any other process reports it when it expires.
+async fn withdraw(ctx: &Context, a: &Attempt<'_>, claim: &Claimed) {
+    match write_status(a.api, &claim.object, a.base.clone()).await {
+        Ok(_) => tracing::info!(attempt = claim.attempt, "claim withdrawn, nothing was sent"),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not withdraw the claim; it is withdrawn when seen again");
+            ctx.unsent.lock().expect("unsent lock").insert(
+                (claim.object.uid().unwrap_or_default(), claim.attempt),
+                a.base.clone(),
+            );
+        }
+    }
 }
 
 /// The claim: accepted only if nobody wrote since the resource was read.
 async fn claim(ctx: &Context, a: &Attempt<'_>) -> Result<Claimed, Stop> {
     let generation = a.obj.meta().generation;
+    let sent_at = tokio::time::Instant::now();
     let now = Timestamp::now();
-    let deadline = now
-        + jiff::SignedDuration::try_from(ctx.config.attempt_timeout + CLAIM_GRACE)
-            .unwrap_or_default();
+    let deadline =
+        now + jiff::SignedDuration::try_from(ctx.config.claim_validity()).unwrap_or_default();
     let status = status::claim(
         &a.base,
         &ctx.config.identity,
@@ -297,24 +417,23 @@ async fn claim(ctx: &Context, a: &Attempt<'_>) -> Result<Claimed, Stop> {
         now,
     );
     let attempt = status.attempts.unwrap_or(1);
-    let object = write_status(a.api, a.obj, status.clone()).await?;
-    events::publish(
-        &ctx.recorder,
-        &object,
-        EventType::Normal,
-        event_reason::RESET_REQUESTED,
-        // kube-rs's recorder folds repeats of a reason into one Event and keeps the first note,
-        // so no per-attempt number here: status.attempts has it.
-        format!(
-            "Sending ResetDtsJob for job {} in {}",
-            a.desired.dts_job_id, a.desired.region_id
-        ),
-    )
-    .await;
+    let object = match write_status(a.api, a.obj, status.clone()).await {
+        Ok(o) => o,
+        Err(WriteError::Conflict) => return Err(WriteError::Conflict.into()),
+        Err(e) => {
+            // The claim may have landed without us knowing; we know it was never sent.
+            ctx.unsent
+                .lock()
+                .expect("unsent lock")
+                .insert((a.obj.uid().unwrap_or_default(), attempt), a.base.clone());
+            return Err(e.into());
+        }
+    };
     Ok(Claimed {
         object,
         status,
         attempt,
+        sent_at,
     })
 }
 
@@ -420,7 +539,8 @@ pub async fn record_answer(
         match write_status(api, &base, recorded.clone()).await {
             Ok(o) => return Ok(Recorded::Landed(Box::new(o))),
             Err(WriteError::Conflict) => {
-                let Some(fresh) = api.get_opt(&base.name_any()).await? else {
+                let Some(fresh) = crate::kubeapi::bounded(api.get_opt(&base.name_any())).await?
+                else {
                     return Ok(Recorded::Lost);
                 };
                 if !same_claim(&fresh, claimed) {
@@ -557,9 +677,10 @@ mod tests {
         }
     }
 
-    /// The exact requests of one happy attempt, in order: the Secret, the claim (carrying the
-    /// resourceVersion read, before any DTS call), its event, the record on top of the claim
-    /// (carrying the claim's resourceVersion), its event.
+    /// The exact requests of one happy attempt, in order: the Secret; the job Lease (read, then
+    /// created); the claim (carrying the resourceVersion read, before any DTS call); the record
+    /// on top of the claim (carrying the claim's resourceVersion) — no API call between the
+    /// accepted claim and the send; the job Lease deleted; then the events.
     #[tokio::test]
     async fn an_attempt_claims_with_the_read_version_then_records_on_the_claim() {
         let (client, mut apiserver) = api_server();
@@ -589,6 +710,25 @@ mod tests {
         assert_eq!(get.method, Method::GET);
         assert_eq!(get.path, "/api/v1/namespaces/ns/secrets/creds");
 
+        let lease = job_lease_name("cn-hangzhou", "j");
+        let lease_path = format!("/apis/coordination.k8s.io/v1/namespaces/{LEASE_NS}/leases");
+        let read = apiserver.answer(404, failure(404, "NotFound")).await;
+        assert_eq!(
+            (read.method, read.path),
+            (Method::GET, format!("{lease_path}/{lease}"))
+        );
+        let created = apiserver.store("7").await;
+        assert_eq!(
+            (created.method, created.path.as_str()),
+            (Method::POST, lease_path.as_str())
+        );
+        assert_eq!(created.body["metadata"]["name"], lease);
+        assert_eq!(created.body["spec"]["holderIdentity"], ME);
+        assert_eq!(
+            created.body["metadata"]["annotations"]["dtsops.io/resource"],
+            "ns/r"
+        );
+
         assert_eq!(
             dts.calls(),
             0,
@@ -608,13 +748,6 @@ mod tests {
         assert_eq!(claim.body["status"]["claimedBy"], ME);
         assert_eq!(claim.body["status"]["request"]["dtsJobId"], "j");
 
-        let requested = apiserver.answer(201, json!({})).await;
-        assert_eq!(
-            (requested.method, requested.path.as_str()),
-            (Method::POST, EVENTS_PATH)
-        );
-        assert_eq!(requested.body["reason"], "ResetRequested");
-
         let record = apiserver.store("43").await;
         assert_eq!(dts.calls(), 1, "one call, before its record");
         assert_eq!(record.method, Method::PUT);
@@ -628,10 +761,77 @@ mod tests {
         assert_eq!(record.body["status"]["attempts"], 1);
         assert!(record.body["status"].get("claimedBy").is_none());
 
+        let released = apiserver.answer(200, json!({})).await;
+        assert_eq!(
+            (released.method, released.path),
+            (Method::DELETE, format!("{lease_path}/{lease}"))
+        );
+        assert_eq!(released.body["preconditions"]["resourceVersion"], "7");
+
+        let requested = apiserver.answer(201, json!({})).await;
+        assert_eq!(
+            (requested.method, requested.path.as_str()),
+            (Method::POST, EVENTS_PATH)
+        );
+        assert_eq!(requested.body["reason"], "ResetRequested");
         let succeeded = apiserver.answer(201, json!({})).await;
         assert_eq!(succeeded.body["reason"], "ResetSucceeded");
         assert_eq!(run.await.unwrap().unwrap(), Action::await_change());
         assert_eq!(dts.calls(), 1);
+        apiserver.finished().await;
+    }
+
+    /// A claim that cannot be sent within its validity is withdrawn, and nothing is sent: here
+    /// this process's view of the leader lease ends before the attempt could (a leader about to
+    /// lose its lease). The withdrawal is a conditional write of the status from before.
+    #[tokio::test]
+    async fn a_fenced_claim_is_withdrawn_and_nothing_is_sent() {
+        let (client, mut apiserver) = api_server();
+        let dts = ScriptedDts::answering([]);
+        let mut ctx = context(client.clone(), dts.clone());
+        ctx.job_leases = None;
+        let clock = std::sync::Arc::new(crate::lease::LeaseClock::default());
+        // Valid long enough to claim (10 s timeout + 1 s margin), not after the claim write.
+        clock.renewed(tokio::time::Instant::now(), Duration::from_millis(11_300));
+        let _ = ctx.leader.set(clock);
+        let run = tokio::spawn(async move {
+            let api: Api<DtsJobReset> = Api::namespaced(client, NS);
+            let obj = resource("r", "j", "41", None);
+            let desired = crate::crd::RequestIdentity::of(&obj).resolve("cn-hangzhou");
+            let base = status::start_request(
+                &DtsJobResetStatus::default(),
+                &desired,
+                Some(1),
+                Timestamp::now(),
+            );
+            let attempt = Attempt {
+                api: &api,
+                obj: &obj,
+                desired: &desired,
+                base,
+                max_attempts: 7,
+            };
+            run(&ctx, attempt).await
+        });
+        apiserver.answer(200, secret()).await;
+        // The claim's answer is slow: by the time it arrives the lease view is too short.
+        let claim = apiserver
+            .answer_with(|seen| {
+                std::thread::sleep(Duration::from_millis(400));
+                let mut stored = seen.body.clone();
+                stored["metadata"]["resourceVersion"] = json!("42");
+                (200, stored)
+            })
+            .await;
+        assert_eq!(claim.body["status"]["phase"], "Running");
+        let withdrawal = apiserver.store("43").await;
+        assert_eq!(withdrawal.method, Method::PUT);
+        assert_eq!(withdrawal.body["metadata"]["resourceVersion"], "42");
+        assert_eq!(withdrawal.body["status"]["phase"], "Pending");
+        assert_eq!(withdrawal.body["status"]["attempts"], 0);
+        let action = run.await.unwrap().unwrap();
+        assert_eq!(action, Action::requeue(FENCED_RECHECK));
+        assert_eq!(dts.calls(), 0, "a fenced claim sends nothing");
         apiserver.finished().await;
     }
 

@@ -2,9 +2,11 @@
 //!
 //! No I/O and no clock: the caller passes `now`. The rules, in order:
 //! 1. A claimed attempt (phase `Running`) is resolved first, whatever else changed: wait for its
-//!    answer until the claim's deadline, then report it as `Unknown` (a crash between claim and
-//!    record). This is what makes a restart, a second replica or a replayed event unable to send a
-//!    second call for one request.
+//!    answer until this process has watched the claim unchanged for longer than its validity
+//!    plus the allowed clock skew, then report it as `Unknown` (a crash between claim and
+//!    record). No wall clock of another machine is compared with ours: the validity is the
+//!    difference of two times the claimer wrote. This is what makes a restart, a second replica
+//!    or a replayed event unable to send a second call for one request.
 //! 2. A different request (call parameters as written, or `dtsops.io/requested-at`) starts a new
 //!    one; the region a request was resolved to is recorded, never compared.
 //! 3. A finished request stays finished (only the TTL may delete it).
@@ -20,9 +22,10 @@ pub enum Step {
     /// The desired request differs from the recorded one: reset status for a new request.
     StartRequest,
     /// An attempt is claimed (by this or another instance) and may still be answered: look again
-    /// at this time.
-    AwaitClaim(Timestamp),
-    /// A claim's deadline passed without an answer: record `Unknown`. Never retried.
+    /// after this long.
+    AwaitClaim(std::time::Duration),
+    /// A claim was watched unchanged past its validity and the skew: record `Unknown`. Never
+    /// retried.
     AbandonedClaim,
     /// Backoff: nothing may be sent before this time.
     WaitUntil(Timestamp),
@@ -51,15 +54,33 @@ pub struct Observed<'a> {
     pub ttl_seconds: Option<i64>,
     /// The time of the decision.
     pub now: Timestamp,
+    /// How long this process has watched the current claim unchanged (zero without one).
+    pub claim_observed_for: std::time::Duration,
+    /// `--max-clock-skew`.
+    pub max_clock_skew: std::time::Duration,
+    /// A claim's validity when the claim does not say (no deadline recorded).
+    pub default_claim_validity: std::time::Duration,
+}
+
+/// How long a claim is valid, as its claimer wrote it: deadline minus claim time — two times of
+/// the same clock, so any offset of that clock cancels out.
+pub fn claim_validity(status: &DtsJobResetStatus) -> Option<std::time::Duration> {
+    let (claimed, deadline) = (
+        status.last_attempt_time.as_ref()?,
+        status.claim_deadline.as_ref()?,
+    );
+    std::time::Duration::try_from(deadline.0.duration_since(claimed.0)).ok()
 }
 
 /// The next step. Pure.
 pub fn decide(o: &Observed<'_>) -> Step {
     let status = o.status;
     if status.phase == Some(Phase::Running) {
-        return match status.claim_deadline.as_ref().map(|t| t.0) {
-            Some(deadline) if deadline > o.now => Step::AwaitClaim(deadline),
-            _ => Step::AbandonedClaim,
+        let bound = claim_validity(status).unwrap_or(o.default_claim_validity) + o.max_clock_skew;
+        return if o.claim_observed_for > bound {
+            Step::AbandonedClaim
+        } else {
+            Step::AwaitClaim(bound - o.claim_observed_for)
         };
     }
     if !status
@@ -102,6 +123,8 @@ pub fn decide(o: &Observed<'_>) -> Step {
 mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+    use std::time::Duration;
+
     use super::*;
     use crate::crd::RequestRecord;
 
@@ -135,6 +158,26 @@ mod tests {
         }
     }
 
+    const SKEW: Duration = Duration::from_secs(30);
+    const VALIDITY: Duration = Duration::from_secs(20);
+
+    /// The inputs that do not matter to a test: no claim watched yet, the default skew.
+    fn defaults() -> Observed<'static> {
+        static NONE: std::sync::OnceLock<(RequestIdentity, DtsJobResetStatus)> =
+            std::sync::OnceLock::new();
+        let (d, s) = NONE.get_or_init(Default::default);
+        Observed {
+            desired: d,
+            status: s,
+            max_attempts: 7,
+            ttl_seconds: None,
+            now: ts(NOW),
+            claim_observed_for: Duration::ZERO,
+            max_clock_skew: SKEW,
+            default_claim_validity: VALIDITY,
+        }
+    }
+
     fn run(desired: &RequestIdentity, s: &DtsJobResetStatus) -> Step {
         decide(&Observed {
             desired,
@@ -142,6 +185,7 @@ mod tests {
             max_attempts: 7,
             ttl_seconds: None,
             now: ts(NOW),
+            ..defaults()
         })
     }
 
@@ -166,12 +210,10 @@ mod tests {
                 for deadline in [None, Some(PAST), Some(FUTURE)] {
                     let mut s = status(phase, Some(recorded.clone()));
                     s.claim_deadline = deadline.map(|d| Time(ts(d)));
+                    // The deadline is an absolute time of another clock: it never decides.
                     let step = run(desired, &s);
                     let expected = match phase {
-                        Some(Phase::Running) => match deadline {
-                            Some(FUTURE) => Step::AwaitClaim(ts(FUTURE)),
-                            _ => Step::AbandonedClaim,
-                        },
+                        Some(Phase::Running) => Step::AwaitClaim(VALIDITY + SKEW),
                         _ if desired != &current => Step::StartRequest,
                         Some(p) if p.is_finished() => Step::Idle,
                         _ => Step::Attempt,
@@ -219,6 +261,7 @@ mod tests {
             max_attempts: 2,
             ttl_seconds: None,
             now: ts(NOW),
+            ..defaults()
         });
         assert_eq!(step, Step::Exhausted);
         let step = decide(&Observed {
@@ -227,6 +270,7 @@ mod tests {
             max_attempts: 4,
             ttl_seconds: None,
             now: ts(NOW),
+            ..defaults()
         });
         assert_eq!(step, Step::Attempt);
     }
@@ -244,6 +288,7 @@ mod tests {
                     max_attempts: 7,
                     ttl_seconds: ttl,
                     now: ts(NOW),
+                    ..defaults()
                 })
             };
             assert_eq!(at(None), Step::Idle);
@@ -259,6 +304,7 @@ mod tests {
             max_attempts: 7,
             ttl_seconds: Some(0),
             now: ts(NOW),
+            ..defaults()
         });
         assert_eq!(step, Step::Attempt);
     }
@@ -267,7 +313,54 @@ mod tests {
     fn a_claim_blocks_even_a_new_request() {
         let mut s = status(Some(Phase::Running), Some(req("j1", None)));
         s.claim_deadline = Some(Time(ts(FUTURE)));
-        assert_eq!(run(&want("j2", None), &s), Step::AwaitClaim(ts(FUTURE)));
+        assert!(matches!(run(&want("j2", None), &s), Step::AwaitClaim(_)));
+    }
+
+    /// A claim is abandoned only after this process watched it unchanged for longer than its
+    /// validity — the claimer's deadline minus its claim time, whatever its clock said — plus
+    /// the skew. A claimer whose clock is far ahead or behind changes nothing.
+    #[test]
+    fn a_claim_is_abandoned_only_after_local_observation() {
+        let w = want("j", None);
+        for (claimed, deadline) in [
+            ("2026-01-01T00:00:00Z", "2026-01-01T00:00:12Z"),
+            // The claimer's clock one hour ahead, then one hour behind: same validity.
+            ("2026-01-01T01:00:00Z", "2026-01-01T01:00:12Z"),
+            ("2025-12-31T23:00:00Z", "2025-12-31T23:00:12Z"),
+        ] {
+            let mut s = status(Some(Phase::Running), Some(req("j", None)));
+            s.last_attempt_time = Some(Time(ts(claimed)));
+            s.claim_deadline = Some(Time(ts(deadline)));
+            let at = |watched: u64| {
+                decide(&Observed {
+                    desired: &w,
+                    status: &s,
+                    claim_observed_for: Duration::from_secs(watched),
+                    ..defaults()
+                })
+            };
+            assert_eq!(
+                at(0),
+                Step::AwaitClaim(Duration::from_secs(42)),
+                "{claimed}"
+            );
+            assert_eq!(
+                at(40),
+                Step::AwaitClaim(Duration::from_secs(2)),
+                "{claimed}"
+            );
+            assert_eq!(at(42), Step::AwaitClaim(Duration::ZERO), "{claimed}");
+            assert_eq!(at(43), Step::AbandonedClaim, "{claimed}");
+        }
+        // No deadline recorded: the default validity applies.
+        let s = status(Some(Phase::Running), Some(req("j", None)));
+        let step = decide(&Observed {
+            desired: &w,
+            status: &s,
+            claim_observed_for: VALIDITY + SKEW + Duration::from_secs(1),
+            ..defaults()
+        });
+        assert_eq!(step, Step::AbandonedClaim);
     }
 
     /// The region is compared as written: a defaulted region matches a spec without one,

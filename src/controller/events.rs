@@ -25,7 +25,7 @@ pub async fn publish(
         action: "Reset".to_string(),
         secondary: None,
     };
-    if let Err(e) = recorder.publish(&ev, &obj.object_ref(&())).await {
+    if let Err(e) = crate::kubeapi::bounded(recorder.publish(&ev, &obj.object_ref(&()))).await {
         tracing::warn!(error = %e, reason, "could not publish event");
     }
 }

@@ -15,6 +15,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
+use super::joblease::JobLeases;
 use super::resolve::DefaultCredentialsScope;
 use super::{Context, ControllerConfig};
 use crate::aliyun::client::{ResetApi, ResetCall};
@@ -28,6 +29,8 @@ use crate::retry::Backoff;
 
 /// The namespace of every fixture resource.
 pub const NS: &str = "ns";
+/// The namespace of the job Leases.
+pub const LEASE_NS: &str = "ops";
 /// The identity of the fixture controller.
 pub const ME: &str = "me-0001";
 
@@ -125,6 +128,11 @@ pub fn status_path(name: &str) -> String {
     format!("/apis/dtsops.io/v1alpha1/namespaces/{NS}/dtsjobresets/{name}/status")
 }
 
+/// The name of the job Lease of (region, job).
+pub fn job_lease_name(region: &str, job: &str) -> String {
+    super::joblease::lease_name(&(region.to_string(), job.to_string()))
+}
+
 /// The path events are created at.
 pub const EVENTS_PATH: &str = "/apis/events.k8s.io/v1/namespaces/ns/events";
 
@@ -205,6 +213,7 @@ pub fn success(request_id: &str) -> AttemptOutcome {
 pub fn context(client: Client, dts: Arc<dyn ResetApi>) -> Context {
     Context {
         client: client.clone(),
+        watch_client: client.clone(),
         config: ControllerConfig {
             default_region: "cn-hangzhou".into(),
             dts_endpoint: Some(Endpoint::parse("http://127.0.0.1:1").unwrap()),
@@ -213,11 +222,12 @@ pub fn context(client: Client, dts: Arc<dyn ResetApi>) -> Context {
             backoff: Backoff::default(),
             attempt_timeout: Duration::from_secs(10),
             identity: ME.into(),
+            max_clock_skew: Duration::from_secs(30),
         },
         dts,
         default_credentials: None,
         recorder: Recorder::new(
-            client,
+            client.clone(),
             Reporter {
                 controller: "dts-operator".into(),
                 instance: Some(ME.into()),
@@ -229,5 +239,14 @@ pub fn context(client: Client, dts: Arc<dyn ResetApi>) -> Context {
         reservations: Default::default(),
         store: OnceLock::new(),
         stopping: AtomicBool::new(false),
+        leader: OnceLock::new(),
+        job_leases: Some(JobLeases::new(
+            client,
+            LEASE_NS,
+            ME,
+            Duration::from_secs(25),
+        )),
+        claims: Default::default(),
+        unsent: Default::default(),
     }
 }

@@ -19,12 +19,13 @@ pub mod events;
 pub mod exclusion;
 #[cfg(test)]
 mod fixtures;
+pub mod joblease;
 pub mod resolve;
 pub mod status;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -39,6 +40,7 @@ use crate::aliyun::client::ResetApi;
 use crate::aliyun::endpoint::{Endpoint, EndpointAllowlist};
 use crate::aliyun::provider::CredentialsProvider;
 use crate::crd::{DtsJobReset, DtsJobResetStatus, Phase, RequestIdentity, condition, event_reason};
+use crate::lease::{LeaseClock, Observations};
 use crate::metrics::{Metrics, ResultLabels};
 use crate::ratelimit::TokenBucket;
 use crate::retry::{Backoff, DEFAULT_BACKOFF_LIMIT};
@@ -46,6 +48,7 @@ use crate::retry::{Backoff, DEFAULT_BACKOFF_LIMIT};
 use attempt::Attempt;
 use decide::{Observed, Step, decide};
 use exclusion::Reservations;
+use joblease::JobLeases;
 use resolve::DefaultCredentialsScope;
 use status::{WriteError, write_status};
 
@@ -66,12 +69,23 @@ pub struct ControllerConfig {
     pub attempt_timeout: Duration,
     /// This instance's identity (claims name it).
     pub identity: String,
+    /// `--max-clock-skew`.
+    pub max_clock_skew: Duration,
+}
+
+impl ControllerConfig {
+    /// How long a claim stays valid: the attempt's timeout plus time to record its answer.
+    pub fn claim_validity(&self) -> Duration {
+        self.attempt_timeout + attempt::CLAIM_GRACE
+    }
 }
 
 /// Everything a reconcile needs.
 pub struct Context {
-    /// Kubernetes client.
+    /// Kubernetes client for requests: every call bounded, none retried behind our back.
     pub client: Client,
+    /// Kubernetes client for the watch.
+    pub watch_client: Client,
     /// Settings.
     pub config: ControllerConfig,
     /// The DTS API (the real client in production).
@@ -90,8 +104,18 @@ pub struct Context {
     pub reservations: Reservations,
     /// The controller's cache, to see other resources' claims.
     pub store: OnceLock<Store<DtsJobReset>>,
-    /// Set on SIGTERM: no new claims.
+    /// Set on SIGTERM or when the lease is lost: no new claims (answers are still recorded).
     pub stopping: AtomicBool,
+    /// With leader election: this process's own view of its lease (nothing is claimed or sent
+    /// unless it outlasts the attempt).
+    pub leader: OnceLock<Arc<LeaseClock>>,
+    /// The job Leases (exclusion across processes), when the operator has a namespace for them.
+    pub job_leases: Option<JobLeases>,
+    /// How long this process has watched each resource's current claim unchanged.
+    pub claims: Observations,
+    /// Claims of this process that were withdrawn-to-be: never sent, but the withdrawal write
+    /// failed. Keyed by (UID, attempt); the status to restore.
+    pub unsent: Mutex<HashMap<(String, i32), DtsJobResetStatus>>,
 }
 
 /// Errors of a reconcile.
@@ -177,6 +201,9 @@ async fn reconcile_inner(obj: &DtsJobReset, ctx: &Context) -> Result<Action, Err
     let Some(current) = fresh_if_claimed(&api, obj).await? else {
         return Ok(Action::await_change());
     };
+    if let Some(action) = withdraw_own_unsent_claim(ctx, &api, &current).await? {
+        return Ok(action);
+    }
     let desired = RequestIdentity::of(&current);
     let st = current.status.clone().unwrap_or_default();
     let now = Timestamp::now();
@@ -186,9 +213,61 @@ async fn reconcile_inner(obj: &DtsJobReset, ctx: &Context) -> Result<Action, Err
         max_attempts: max_attempts(&current),
         ttl_seconds: current.spec.ttl_seconds_after_finished,
         now,
+        claim_observed_for: watch_claim(ctx, &current),
+        max_clock_skew: ctx.config.max_clock_skew,
+        default_claim_validity: ctx.config.claim_validity(),
     });
     tracing::debug!(?step, "decided");
     perform(ctx, &api, &current, &desired, st, step, now).await
+}
+
+/// How long this process has watched `obj`'s current claim unchanged (zero when it has none, or
+/// one seen for the first time: after a restart the watch starts again).
+fn watch_claim(ctx: &Context, obj: &DtsJobReset) -> Duration {
+    let uid = obj.uid().unwrap_or_default();
+    match obj
+        .status
+        .as_ref()
+        .filter(|s| s.phase == Some(Phase::Running))
+    {
+        Some(s) => ctx.claims.observe_state(
+            &uid,
+            format!(
+                "{:?}|{:?}|{:?}|{:?}",
+                s.claimed_by,
+                s.last_attempt_time.as_ref().map(|t| t.0),
+                s.attempts,
+                s.request
+            ),
+        ),
+        None => {
+            ctx.claims.forget(&uid);
+            Duration::ZERO
+        }
+    }
+}
+
+/// A claim of this very process that it never sent (fenced) and could not withdraw at the time:
+/// this process knows nothing went out, so it restores the status from before the claim.
+async fn withdraw_own_unsent_claim(
+    ctx: &Context,
+    api: &Api<DtsJobReset>,
+    obj: &DtsJobReset,
+) -> Result<Option<Action>, Error> {
+    let Some(st) = obj.status.as_ref().filter(|s| {
+        s.phase == Some(Phase::Running)
+            && s.claimed_by.as_deref() == Some(ctx.config.identity.as_str())
+    }) else {
+        return Ok(None);
+    };
+    let key = (obj.uid().unwrap_or_default(), st.attempts.unwrap_or(0));
+    let Some(before) = ctx.unsent.lock().expect("unsent lock").get(&key).cloned() else {
+        return Ok(None);
+    };
+    write_status(api, obj, before).await?;
+    ctx.unsent.lock().expect("unsent lock").remove(&key);
+    tracing::info!("withdrew a claim this process never sent");
+    Ok(Some(Action::requeue(Duration::from_millis(200))))
 }
 
 /// A claim seen in the cache may be our own, already answered, in a stale copy: only a fresh
@@ -198,7 +277,7 @@ async fn fresh_if_claimed(
     obj: &DtsJobReset,
 ) -> Result<Option<DtsJobReset>, Error> {
     if obj.status.as_ref().and_then(|s| s.phase) == Some(Phase::Running) {
-        Ok(api.get_opt(&obj.name_any()).await?)
+        Ok(crate::kubeapi::bounded(api.get_opt(&obj.name_any())).await?)
     } else {
         Ok(Some(obj.clone()))
     }
@@ -247,7 +326,7 @@ async fn perform(
             };
             attempt::run(ctx, attempt).await
         }
-        Step::AwaitClaim(deadline) => Ok(requeue_at(deadline, now)),
+        Step::AwaitClaim(after) => Ok(Action::requeue(after + Duration::from_millis(200))),
         Step::AbandonedClaim => {
             let s = status::abandoned_claim(&st, generation, now);
             conclude(ctx, api, obj, s, event_reason::OUTCOME_UNKNOWN).await
@@ -304,7 +383,7 @@ async fn delete_after_ttl(api: &Api<DtsJobReset>, obj: &DtsJobReset) -> Result<A
         }),
         ..DeleteParams::default()
     };
-    match api.delete(&obj.name_any(), &dp).await {
+    match crate::kubeapi::bounded(api.delete(&obj.name_any(), &dp)).await {
         Ok(_) => tracing::info!("deleted after ttlSecondsAfterFinished"),
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
         Err(e) => return Err(e.into()),

@@ -139,7 +139,7 @@ pub async fn resolve_credentials(
 ) -> Result<ResolvedCredentials, CredentialsProblem> {
     if let Some(src) = &obj.spec.credentials {
         let name = &src.secret_ref.name;
-        let secret = match secrets.get_opt(name).await {
+        let secret = match crate::kubeapi::bounded(secrets.get_opt(name)).await {
             Ok(Some(s)) => s,
             Ok(None) => return Err(CredentialsProblem::SecretNotFound(name.clone())),
             Err(kube::Error::Api(s)) if s.code == 403 => {

@@ -389,7 +389,7 @@ pub fn abandoned_claim(
     clear_answer(&mut s);
     finish(&mut s, Phase::Unknown, now);
     let msg = format!(
-        "Attempt {} for job {job} was claimed by {holder} at {when}, but no answer was recorded (the controller stopped while the call was in flight). {}",
+        "Attempt {} for job {job} was claimed at {when} by {holder}, no answer recorded; the call may or may not have been sent. {}",
         s.attempts.unwrap_or(0),
         unknown_advice(&job)
     );
@@ -455,7 +455,7 @@ pub async fn write_status(
         dry_run: false,
         field_manager: Some(FIELD_MANAGER.to_string()),
     };
-    match api.replace_status(&read.name_any(), &params, &obj).await {
+    match crate::kubeapi::bounded(api.replace_status(&read.name_any(), &params, &obj)).await {
         Ok(o) => Ok(o),
         Err(kube::Error::Api(s)) if s.code == 409 => Err(WriteError::Conflict),
         Err(e) => Err(WriteError::Api(e)),

@@ -275,10 +275,9 @@ fn main_rules() -> Value {
     ])
 }
 
-fn lease_rules(lease: &str) -> Value {
+fn lease_rules() -> Value {
     json!([
-        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
-        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": [lease], "verbs": ["get", "update"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create", "get", "update", "delete"]},
     ])
 }
 
@@ -321,8 +320,8 @@ fn assert_rbac_objects(docs: &[Value], fullname: &str, install_ns: &str, watch_n
     find(docs, "ServiceAccount", &sa);
     let subjects = json!([{"kind": "ServiceAccount", "name": sa, "namespace": install_ns}]);
     assert_eq!(binding["subjects"], subjects);
-    let lease_role = format!("{fullname}-leader-election");
-    assert_eq!(find(docs, "Role", &lease_role)["rules"], lease_rules(LEASE));
+    let lease_role = format!("{fullname}-leases");
+    assert_eq!(find(docs, "Role", &lease_role)["rules"], lease_rules());
     assert_eq!(
         find(docs, "Role", &lease_role)["metadata"]["namespace"],
         json!(install_ns)
@@ -516,7 +515,7 @@ fn matrix(install: &str, watch: &str, other: Option<&str>) -> Vec<(Access, bool)
         // Events (events.k8s.io).
         (access("create", "events.k8s.io", "events", w), true),
         (access("patch", "events.k8s.io", "events", w), true),
-        // Its Lease, in its own namespace.
+        // Its Leases (the leader's, one per job in flight), in its own namespace.
         (access("create", "coordination.k8s.io", "leases", i), true),
         (
             access("get", "coordination.k8s.io", "leases", i).named(LEASE),
@@ -524,6 +523,10 @@ fn matrix(install: &str, watch: &str, other: Option<&str>) -> Vec<(Access, bool)
         ),
         (
             access("update", "coordination.k8s.io", "leases", i).named(LEASE),
+            true,
+        ),
+        (
+            access("delete", "coordination.k8s.io", "leases", i).named("dts-job-0123abcd"),
             true,
         ),
         // The spec is the user's.
@@ -558,22 +561,26 @@ fn matrix(install: &str, watch: &str, other: Option<&str>) -> Vec<(Access, bool)
             access("create", "", "serviceaccounts", i).sub("token"),
             false,
         ),
-        // Leases: only its own, only in its namespace.
+        // Leases: only in its namespace, never listed or watched.
         (access("list", "coordination.k8s.io", "leases", i), false),
+        (access("watch", "coordination.k8s.io", "leases", i), false),
+        (access("list", "coordination.k8s.io", "leases", None), false),
         (
-            access("delete", "coordination.k8s.io", "leases", i).named(LEASE),
-            false,
-        ),
-        (
-            access("update", "coordination.k8s.io", "leases", i).named("kube-scheduler"),
-            false,
-        ),
-        (
-            access("get", "coordination.k8s.io", "leases", i).named("someone-else"),
+            access(
+                "update",
+                "coordination.k8s.io",
+                "leases",
+                Some("kube-system"),
+            )
+            .named("kube-scheduler"),
             false,
         ),
         (
             access("create", "coordination.k8s.io", "leases", w),
+            watch == install,
+        ),
+        (
+            access("delete", "coordination.k8s.io", "leases", w).named("dts-job-0123abcd"),
             watch == install,
         ),
         // Wildcards.
@@ -1126,8 +1133,8 @@ async fn chart_and_kustomize_render_the_same_core_objects() {
     for (k, n) in [
         ("ClusterRole", "dts-operator"),
         ("ClusterRoleBinding", "dts-operator"),
-        ("Role", "dts-operator-leader-election"),
-        ("RoleBinding", "dts-operator-leader-election"),
+        ("Role", "dts-operator-leases"),
+        ("RoleBinding", "dts-operator-leases"),
     ] {
         let (a, b) = (find(&chart, k, n), find(&kust, k, n));
         assert_eq!(
@@ -1157,12 +1164,16 @@ async fn chart_values_render_as_documented() {
             .contains(&json!("--namespace=team-a"))
     );
 
-    // Leader election off: no Lease Role, no flag, never two pods at once.
+    // Leader election off: no flag, never two pods at once; the Lease Role stays (the job
+    // Leases keep calls for one job apart whatever the replicas).
     let d = render_chart("dts-operator", "x", &["leaderElection.enabled=false"]).await;
     let deploy = find(&d, "Deployment", "dts-operator");
     assert_pod_spec(&deploy["spec"]["template"]["spec"], false);
     assert_eq!(deploy["spec"]["strategy"], json!({"type": "Recreate"}));
-    assert!(d.iter().all(|o| !name(o).ends_with("-leader-election")));
+    assert_eq!(
+        find(&d, "Role", "dts-operator-leases")["rules"],
+        lease_rules()
+    );
 
     // Several replicas: leader election.
     let d = render_chart("dts-operator", "x", &["replicaCount=3"]).await;
@@ -1262,7 +1273,7 @@ async fn kustomize_install_is_least_privilege_and_runs_the_operator() {
             "deployment/dts-operator",
             "serviceaccount/dts-operator",
             "service/dts-operator-metrics",
-            "role/dts-operator-leader-election",
+            "role/dts-operator-leases",
             "-o",
             "name",
         ],

@@ -1125,9 +1125,17 @@ async fn an_answer_never_lands_on_a_re_created_object() {
     }
     let recreated = create(&client, &ns, "r", spec("job-rc")).await;
     let b = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
-    let done = wait_phase(&client, &ns, "r", "Succeeded", T).await;
-    assert_eq!(done.metadata.uid, recreated.metadata.uid);
-    let b_request_id = done.status.as_ref().unwrap().request_id.clone().unwrap();
+    // The held call still has the job: the new object waits, nothing is sent for it yet.
+    wait_for(&client, &ns, "r", T, |o| {
+        condition(o, "Reconciling").is_some_and(|c| c.reason == "ConcurrentRequest")
+    })
+    .await;
+    assert_eq!(
+        sim.executed_calls("job-rc").len(),
+        1,
+        "only the held call, nothing for the new object yet"
+    );
+    assert_eq!(sim.max_in_flight("cn-hangzhou", "job-rc"), 1);
 
     sim.open_gate("held");
     let start = std::time::Instant::now();
@@ -1135,8 +1143,16 @@ async fn an_answer_never_lands_on_a_re_created_object() {
         assert!(start.elapsed() < T, "A never said so; log:\n{}", a.logs());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let done = wait_phase(&client, &ns, "r", "Succeeded", T).await;
+    assert_eq!(done.metadata.uid, recreated.metadata.uid);
+    let b_request_id = done.status.as_ref().unwrap().request_id.clone().unwrap();
     let calls = sim.executed_calls("job-rc");
     assert_eq!(calls.len(), 2, "one call per object");
+    assert_eq!(
+        sim.max_in_flight("cn-hangzhou", "job-rc"),
+        1,
+        "never two at once"
+    );
     let a_request_id = calls
         .iter()
         .filter_map(|c| c.request_id.clone())
@@ -1169,12 +1185,24 @@ async fn an_answer_never_lands_on_a_re_created_object() {
         succeeded[0].regarding.as_ref().and_then(|r| r.uid.clone()),
         recreated.metadata.uid
     );
-    let (_, metrics) = a.admin_get("/metrics").await;
-    assert!(
-        !metrics.contains(
-            "dts_operator_dts_requests_total{action=\"ResetDtsJob\",outcome=\"succeeded\""
-        ),
-        "A counts no answer it could not record:\n{metrics}"
+    // Two calls went out, one answer landed: only that one is counted, by whichever operator
+    // recorded it.
+    let succeeded_calls = |m: &str| -> u64 {
+        m.lines()
+            .find(|l| {
+                l.starts_with(
+                    "dts_operator_dts_requests_total{action=\"ResetDtsJob\",outcome=\"succeeded\"",
+                )
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let (_, ma) = a.admin_get("/metrics").await;
+    let (_, mb) = b.admin_get("/metrics").await;
+    assert_eq!(
+        succeeded_calls(&ma) + succeeded_calls(&mb),
+        1,
+        "A:\n{ma}\nB:\n{mb}"
     );
     a.terminate().await;
     b.terminate().await;
@@ -1214,6 +1242,11 @@ async fn a_secret_the_operator_may_not_read_stalls_until_rbac_allows_it() {
             rule(&["dtsops.io"], &["dtsjobresets"], &["get", "list", "watch"]),
             rule(&["dtsops.io"], &["dtsjobresets/status"], &["get", "update"]),
             rule(&["events.k8s.io"], &["events"], &["create", "patch"]),
+            rule(
+                &["coordination.k8s.io"],
+                &["leases"],
+                &["create", "get", "update", "delete"],
+            ),
         ]),
     };
     let roles: Api<Role> = Api::namespaced(client.clone(), &ns);

@@ -92,6 +92,9 @@ impl OperatorOptions {
                 "2s".into(),
                 "--shutdown-timeout".into(),
                 "10s".into(),
+                // Every operator of a test runs on this machine's one clock.
+                "--max-clock-skew".into(),
+                "2s".into(),
             ],
             env: Vec::new(),
             rust_log: "info,dts_operator=debug".to_string(),

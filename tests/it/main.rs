@@ -6,6 +6,7 @@
 mod client;
 mod controlplane;
 mod deploy;
+mod fencing;
 mod monitoring;
 mod operator;
 mod reset_cli;

@@ -238,6 +238,16 @@ impl Operator {
         status.code()
     }
 
+    /// Waits (bounded) for the process to exit by itself; returns the exit code.
+    pub async fn wait_exit(mut self, timeout: Duration) -> Option<i32> {
+        let mut child = self.child.take().unwrap();
+        let status = tokio::time::timeout(timeout, child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("still running after {timeout:?}; log:\n{}", self.logs()))
+            .unwrap();
+        status.code()
+    }
+
     /// SIGKILL: an abrupt crash.
     pub async fn kill(mut self) {
         let mut child = self.child.take().unwrap();

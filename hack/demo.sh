@@ -291,7 +291,7 @@ done
 pause
 
 step "What the simulator received"
-calls=$(curl -fsS --max-time 5 "$sim_url/_simulator/calls" || true)
+calls=$(curl -fsS --max-time 5 "$sim_url/_simulator/calls?action=ResetDtsJob" || true)
 declare -A seen
 for j in "${jobs[@]}"; do
   seen[$j]=$({ grep -o "\"dtsJobId\":\"$j\"" <<<"$calls" || true; } | wc -l | tr -d ' ')

@@ -118,6 +118,24 @@ pub struct RunArgs {
     )]
     pub dts_burst: u32,
 
+    /// Client-side rate limit of reads (DescribeDtsJobDetail), calls per second (0 = none): a
+    /// bucket of its own, so verification never slows resets.
+    #[arg(long, env = "DTS_OPERATOR_DTS_READ_QPS", default_value_t = 10.0)]
+    pub dts_read_qps: f64,
+
+    /// Burst of the read rate limit.
+    #[arg(
+        long,
+        env = "DTS_OPERATOR_DTS_READ_BURST",
+        default_value_t = 20,
+        value_parser = clap::value_parser!(u32).range(1..=10000)
+    )]
+    pub dts_read_burst: u32,
+
+    /// Verification of uncertain outcomes against the job's state.
+    #[command(flatten)]
+    pub verify: VerifyArgs,
+
     /// Timeout of each DTS call (expiry after sending = outcome Unknown).
     #[arg(long, env = "DTS_OPERATOR_DTS_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub dts_timeout: Duration,
@@ -181,6 +199,31 @@ pub struct RunArgs {
         default_value = "text"
     )]
     pub log_format: crate::telemetry::LogFormat,
+}
+
+/// The verification flags, shared by `run` and `reset --verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// How often the job is read to verify an uncertain outcome.
+    #[arg(long, env = "DTS_OPERATOR_VERIFY_INTERVAL", default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+    pub verify_interval: Duration,
+
+    /// How long after an uncertain outcome the job is read at most (0 turns verification off).
+    #[arg(long, env = "DTS_OPERATOR_VERIFY_WINDOW", default_value = "5m", value_name = "DURATION", value_parser = parse_duration)]
+    pub verify_window: Duration,
+}
+
+impl VerifyArgs {
+    /// The policy, or why the flags are inconsistent.
+    pub fn policy(&self) -> Result<crate::controller::verify::VerifyPolicy, String> {
+        if self.verify_interval.is_zero() && !self.verify_window.is_zero() {
+            return Err("--verify-interval must be more than 0".to_string());
+        }
+        Ok(crate::controller::verify::VerifyPolicy {
+            interval: self.verify_interval,
+            window: self.verify_window,
+        })
+    }
 }
 
 /// The backoff flags, shared by `run` and `reset`.
@@ -316,6 +359,10 @@ mod tests {
         assert_eq!(a.leader_election_lease_duration, Duration::from_secs(15));
         assert_eq!(a.shutdown_timeout, Duration::from_secs(30));
         assert_eq!(a.max_clock_skew, Duration::from_secs(30));
+        assert_eq!(a.dts_read_qps, 10.0);
+        assert_eq!(a.dts_read_burst, 20);
+        assert_eq!(a.verify.verify_interval, Duration::from_secs(10));
+        assert_eq!(a.verify.verify_window, Duration::from_secs(300));
         assert_eq!(a.log_format, crate::telemetry::LogFormat::Text);
     }
 

@@ -384,10 +384,72 @@ pub struct DtsJobResetStatus {
     /// InvalidSecurityToken.Expired.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_refreshed: Option<bool>,
+    /// The job as read (DescribeDtsJobDetail) just before the current request's last claim;
+    /// absent if it could not be read. What verification compares with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_before: Option<JobSnapshot>,
+    /// Only after an uncertain outcome: what the job's own state proved about it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
     /// Ready, Reconciling and Stalled (kstatus).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+}
+
+/// A DTS job's state as DescribeDtsJobDetail showed it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobSnapshot {
+    /// Status (e.g. Synchronizing, NotConfigured; the API's case varies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// DtsJobName.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_name: Option<String>,
+    /// CreateTime, as DTS sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_time: Option<String>,
+    /// Whether the job still had a source, destination or object configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configured: Option<bool>,
+    /// When it was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_time: Option<Time>,
+}
+
+/// Where the verification of an uncertain outcome stands.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum VerificationState {
+    /// The job is being read every `--verify-interval`.
+    Verifying,
+    /// The job's state proves the reset ran (it went to NotConfigured).
+    Verified,
+    /// The window passed with the job as before: the reset probably did not run.
+    NoEffectObserved,
+    /// Verification could not decide (no state from before, reads refused, the job was already
+    /// NotConfigured, or not found).
+    Unavailable,
+}
+
+/// What the job's own state proved about an uncertain outcome.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Verification {
+    /// Verifying, Verified, NoEffectObserved or Unavailable.
+    pub state: VerificationState,
+    /// Why it concluded so (or cannot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Reads made so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<i32>,
+    /// When the job was last read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check_time: Option<Time>,
+    /// The job's status at the last read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_status: Option<String>,
 }
 
 /// Condition types.
@@ -422,6 +484,10 @@ pub mod reason {
     pub const RETRIES_EXHAUSTED: &str = "RetriesExhausted";
     /// The call may have executed.
     pub const OUTCOME_UNKNOWN: &str = "OutcomeUnknown";
+    /// An uncertain outcome is being checked against the job's state.
+    pub const VERIFYING_OUTCOME: &str = "VerifyingOutcome";
+    /// The answer was lost, but the job's state proves the reset ran.
+    pub const RESET_VERIFIED: &str = "ResetVerified";
     /// The spec cannot be acted on.
     pub const INVALID_SPEC: &str = "InvalidSpec";
     /// No credentials this resource may use.
@@ -440,6 +506,8 @@ pub mod event_reason {
     pub const RESET_FAILED: &str = "ResetFailed";
     /// The call may have executed (Warning).
     pub const OUTCOME_UNKNOWN: &str = "OutcomeUnknown";
+    /// The job's state proves an uncertain call reset it (Normal).
+    pub const RESET_VERIFIED: &str = "ResetVerified";
     /// No credentials this resource may use (Warning).
     pub const CREDENTIALS_UNAVAILABLE: &str = "CredentialsUnavailable";
 }

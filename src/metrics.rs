@@ -44,6 +44,13 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+/// `result` label of `dts_operator_verifications_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerificationLabels {
+    /// `verified`, `no_effect` or `unavailable`.
+    pub result: &'static str,
+}
+
 /// `phase` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
@@ -70,6 +77,8 @@ pub struct Metrics {
     pub resources: Family<PhaseLabels, Gauge>,
     /// `dts_operator_leader`.
     pub leader: Gauge,
+    /// `dts_operator_verifications_total{result}`.
+    pub verifications: Family<VerificationLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -124,10 +133,19 @@ impl Metrics {
             "1 on the replica that acts (leader, or the only one), else 0",
             leader.clone(),
         );
+        let verifications = Family::<VerificationLabels, Counter>::default();
+        registry.register(
+            "verifications",
+            "Uncertain outcomes concluded by reading the job, by result",
+            verifications.clone(),
+        );
         for p in Phase::ALL {
             resources
                 .get_or_create(&PhaseLabels { phase: p.as_str() })
                 .set(0);
+        }
+        for result in ["verified", "no_effect", "unavailable"] {
+            let _ = verifications.get_or_create(&VerificationLabels { result });
         }
         Metrics {
             registry,
@@ -137,6 +155,7 @@ impl Metrics {
             retries,
             resources,
             leader,
+            verifications,
         }
     }
 
@@ -211,6 +230,7 @@ mod tests {
             "dts_operator_resources{phase=\"Succeeded\"} 2",
             "dts_operator_resources{phase=\"Pending\"} 0",
             "dts_operator_leader 1",
+            "dts_operator_verifications_total{result=\"no_effect\"} 0",
         ] {
             assert!(text.contains(needle), "missing {needle}\n{text}");
         }

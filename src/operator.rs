@@ -150,6 +150,10 @@ pub struct RunConfig {
     pub dts_qps: f64,
     /// `--dts-burst`.
     pub dts_burst: u32,
+    /// `--dts-read-qps`.
+    pub dts_read_qps: f64,
+    /// `--dts-read-burst`.
+    pub dts_read_burst: u32,
     /// `--shutdown-timeout`.
     pub shutdown_timeout: Duration,
     /// Things worth a warning at start-up.
@@ -177,6 +181,7 @@ impl RunConfig {
             .transpose()
             .map_err(|e| RunError::config("--dts-endpoint", e))?;
         let backoff = args.backoff.policy().map_err(RunError::invalid)?;
+        let verify = args.verify.policy().map_err(RunError::invalid)?;
         let leader = if args.leader_elect {
             let namespace = args
                 .leader_election_namespace
@@ -230,6 +235,7 @@ impl RunConfig {
                 attempt_timeout: args.dts_timeout,
                 identity: env.identity.clone(),
                 max_clock_skew: args.max_clock_skew,
+                verify,
             },
             client: ClientOptions {
                 timeout: args.dts_timeout,
@@ -242,6 +248,8 @@ impl RunConfig {
             max_concurrent_resets: args.max_concurrent_resets,
             dts_qps: args.dts_qps,
             dts_burst: args.dts_burst,
+            dts_read_qps: args.dts_read_qps,
+            dts_read_burst: args.dts_read_burst,
             shutdown_timeout: args.shutdown_timeout,
             warnings,
         })
@@ -337,7 +345,10 @@ async fn build_context(config: &RunConfig) -> Result<Context, RunError> {
             client.clone(),
             ns,
             &config.controller.identity,
-            config.controller.claim_validity() + JOB_LEASE_EXTRA,
+            // The job is held from before the read of its state until after the record.
+            config.controller.attempt_timeout
+                + config.controller.claim_validity()
+                + JOB_LEASE_EXTRA,
         )
     });
     Ok(Context {
@@ -349,6 +360,7 @@ async fn build_context(config: &RunConfig) -> Result<Context, RunError> {
         recorder: Recorder::new(client, reporter),
         metrics: Arc::new(Metrics::new()),
         bucket: TokenBucket::new(config.dts_qps, config.dts_burst),
+        read_bucket: TokenBucket::new(config.dts_read_qps, config.dts_read_burst),
         sends: Semaphore::new(config.max_concurrent_resets as usize),
         reservations: Default::default(),
         store: OnceLock::new(),

@@ -3,7 +3,7 @@
 //! happened as an [`AttemptOutcome`].
 //!
 //! This module and the RRSA provider are the only places that talk to Alibaba Cloud. The
-//! [`ResetApi`] trait puts the call behind a seam so the reconcile logic can be unit-tested with
+//! [`DtsApi`] trait puts the calls behind a seam so the reconcile logic can be unit-tested with
 //! a fake; integration tests use the real client against the local simulator.
 
 use std::path::{Path, PathBuf};
@@ -12,9 +12,9 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 use super::credentials::Credentials;
-use super::dts::{ResetDtsJobParams, parse_answer};
+use super::dts::{Action, DescribeDtsJobDetailParams, JobDetail, ResetDtsJobParams, parse_answer};
 use super::endpoint::Endpoint;
-use super::error::{AttemptOutcome, TransportFailure, retry_hint_from_headers};
+use super::error::{AttemptOutcome, Class, TransportFailure, classify, retry_hint_from_headers};
 use super::signer::{SignatureVersion, SignedRequest, SigningContext, sign};
 
 /// The official SDK's connect timeout.
@@ -144,13 +144,13 @@ pub fn error_chain(e: &reqwest::Error) -> String {
     out
 }
 
-/// Everything needed to make one `ResetDtsJob` attempt.
+/// Everything needed to make one attempt of a DTS action.
 #[derive(Clone, Debug)]
-pub struct ResetCall {
+pub struct DtsCall<A> {
     /// Where to send it.
     pub endpoint: Endpoint,
-    /// The call parameters.
-    pub params: ResetDtsJobParams,
+    /// The action's parameters.
+    pub params: A,
     /// Credentials for this attempt.
     pub credentials: Credentials,
     /// V1 or V3.
@@ -159,7 +159,12 @@ pub struct ResetCall {
     pub context: SigningContext,
 }
 
-impl ResetCall {
+/// One `ResetDtsJob` attempt.
+pub type ResetCall = DtsCall<ResetDtsJobParams>;
+/// One `DescribeDtsJobDetail` attempt.
+pub type DescribeCall = DtsCall<DescribeDtsJobDetailParams>;
+
+impl<A: Action> DtsCall<A> {
     /// The signed request this call sends.
     pub fn signed(&self) -> SignedRequest {
         sign(
@@ -170,12 +175,36 @@ impl ResetCall {
             &self.context,
         )
     }
+
+    /// The same call for another action (same endpoint, credentials and signature version),
+    /// with a fresh nonce and time.
+    pub fn with_params<B: Action>(&self, params: B) -> DtsCall<B> {
+        DtsCall {
+            endpoint: self.endpoint.clone(),
+            params,
+            credentials: self.credentials.clone(),
+            signature_version: self.signature_version,
+            context: SigningContext::fresh(),
+        }
+    }
 }
 
-/// The seam between decisions and the network: one attempt of `ResetDtsJob`.
-pub trait ResetApi: Send + Sync {
-    /// Sends one attempt and reports what happened. Never retries.
+/// What a read produced: the outcome (classified like any answer) and, when the service
+/// answered with a job, the job.
+#[derive(Clone, Debug)]
+pub struct ReadOutcome {
+    /// The answer or the failure.
+    pub outcome: AttemptOutcome,
+    /// The job, from a successful answer.
+    pub job: Option<JobDetail>,
+}
+
+/// The seam between decisions and the network: one attempt of each DTS action.
+pub trait DtsApi: Send + Sync {
+    /// Sends one `ResetDtsJob` attempt and reports what happened. Never retries.
     fn reset_dts_job<'a>(&'a self, call: &'a ResetCall) -> BoxFuture<'a, AttemptOutcome>;
+    /// Sends one `DescribeDtsJobDetail` attempt (read-only). Never retries.
+    fn describe_dts_job_detail<'a>(&'a self, call: &'a DescribeCall) -> BoxFuture<'a, ReadOutcome>;
 }
 
 /// The real client.
@@ -206,6 +235,11 @@ impl DtsClient {
 
     /// Sends a signed request once and classifies the transport result.
     pub async fn send(&self, req: &SignedRequest) -> AttemptOutcome {
+        self.exchange(req).await.0
+    }
+
+    /// Sends a signed request once: the outcome, and the body when an answer was parsed.
+    async fn exchange(&self, req: &SignedRequest) -> (AttemptOutcome, Option<Vec<u8>>) {
         let mut builder = self
             .http
             .post(&req.url)
@@ -219,7 +253,7 @@ impl DtsClient {
         }
         let response = match builder.send().await {
             Ok(r) => r,
-            Err(e) => return AttemptOutcome::Transport(transport_failure(e)),
+            Err(e) => return (AttemptOutcome::Transport(transport_failure(e)), None),
         };
         let status = response.status().as_u16();
         let header = |name: &str| {
@@ -235,18 +269,24 @@ impl DtsClient {
             Ok(b) => b,
             // The status arrived but the answer did not: the call may have executed.
             Err(e) => {
-                return AttemptOutcome::Transport(TransportFailure::MaybeSent(format!(
-                    "HTTP {status} but the body was lost: {e}"
-                )));
+                return (
+                    AttemptOutcome::Transport(TransportFailure::MaybeSent(format!(
+                        "HTTP {status} but the body was lost: {e}"
+                    ))),
+                    None,
+                );
             }
         };
         match parse_answer(status, content_type.as_deref(), &body) {
-            Ok(answer) => AttemptOutcome::Answered {
-                http_status: status,
-                answer,
-                retry_after,
-            },
-            Err(error) => AttemptOutcome::Unparseable { error, retry_after },
+            Ok(answer) => (
+                AttemptOutcome::Answered {
+                    http_status: status,
+                    answer,
+                    retry_after,
+                },
+                Some(body),
+            ),
+            Err(error) => (AttemptOutcome::Unparseable { error, retry_after }, None),
         }
     }
 }
@@ -280,13 +320,31 @@ fn transport_failure(e: reqwest::Error) -> TransportFailure {
     }
 }
 
-impl ResetApi for DtsClient {
+impl DtsApi for DtsClient {
     fn reset_dts_job<'a>(&'a self, call: &'a ResetCall) -> BoxFuture<'a, AttemptOutcome> {
         Box::pin(async move {
             let mut outcome = self.send(&call.signed()).await;
             // Whatever comes back is stored, logged and printed: no form of a secret may.
             outcome.redact(&call.credentials.redactor());
             outcome
+        })
+    }
+
+    fn describe_dts_job_detail<'a>(&'a self, call: &'a DescribeCall) -> BoxFuture<'a, ReadOutcome> {
+        Box::pin(async move {
+            let (mut outcome, body) = self.exchange(&call.signed()).await;
+            let redactor = call.credentials.redactor();
+            outcome.redact(&redactor);
+            let job = match (classify(&outcome), body) {
+                (Class::Succeeded, Some(body)) => JobDetail::from_body(&body).map(|mut j| {
+                    for field in [&mut j.job_name, &mut j.status, &mut j.dts_job_id] {
+                        redactor.redact_option(field);
+                    }
+                    j
+                }),
+                _ => None,
+            };
+            ReadOutcome { outcome, job }
         })
     }
 }

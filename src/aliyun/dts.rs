@@ -1,5 +1,7 @@
-//! The `ResetDtsJob` operation: its parameters, and its answer parsed into one typed result from
-//! either the DTS body or the gateway's error body, in JSON or XML.
+//! The DTS actions the product speaks — `ResetDtsJob` (destructive) and `DescribeDtsJobDetail`
+//! (read-only) — as typed parameters ([`Action`]), and their answers: the envelope every answer
+//! has, parsed into one typed result from either the DTS body or the gateway's error body, in
+//! JSON or XML ([`parse_answer`]), and a job's state from a Describe answer ([`JobDetail`]).
 //!
 //! Pure: building the request and parsing an answer never touch the network. An answer that is
 //! not one of the two known shapes is reported as unparseable, never guessed.
@@ -10,10 +12,31 @@ use serde::{Deserialize, Serialize};
 
 use super::signer::RpcRequest;
 
-/// The action name.
+/// The reset action's name.
 pub const ACTION: &str = "ResetDtsJob";
+/// The read action's name.
+pub const DESCRIBE_ACTION: &str = "DescribeDtsJobDetail";
 /// The DTS API version.
 pub const VERSION: &str = "2020-01-01";
+
+/// One DTS action's parameters: its name, and how they go into an RPC request.
+pub trait Action: Clone + std::fmt::Debug + Send + Sync {
+    /// The `Action` parameter.
+    const NAME: &'static str;
+    /// The RPC request, absent parameters left out.
+    fn to_rpc(&self) -> RpcRequest;
+}
+
+fn rpc(action: &str, params: &[(&str, Option<&String>)]) -> RpcRequest {
+    RpcRequest {
+        action: action.to_string(),
+        version: VERSION.to_string(),
+        params: params
+            .iter()
+            .filter_map(|(k, v)| v.map(|v| (k.to_string(), v.clone())))
+            .collect(),
+    }
+}
 
 /// The synchronization direction (SynchronizationDirection): `Forward` or `Reverse`. Optional;
 /// only two-way synchronization tasks have a reverse direction.
@@ -63,25 +86,137 @@ pub struct ResetDtsJobParams {
     pub region_id: Option<String>,
 }
 
-impl ResetDtsJobParams {
-    /// The RPC request, absent parameters left out.
-    pub fn to_rpc(&self) -> RpcRequest {
-        let mut params = BTreeMap::new();
-        params.insert("DtsJobId".to_string(), self.dts_job_id.clone());
-        if let Some(v) = &self.dts_instance_id {
-            params.insert("DtsInstanceId".to_string(), v.clone());
+impl Action for ResetDtsJobParams {
+    const NAME: &'static str = ACTION;
+
+    fn to_rpc(&self) -> RpcRequest {
+        rpc(
+            ACTION,
+            &[
+                ("DtsJobId", Some(&self.dts_job_id)),
+                ("DtsInstanceId", self.dts_instance_id.as_ref()),
+                (
+                    "SynchronizationDirection",
+                    self.synchronization_direction.as_ref(),
+                ),
+                ("RegionId", self.region_id.as_ref()),
+            ],
+        )
+    }
+}
+
+/// Parameters of `DescribeDtsJobDetail`: the same job as a reset names — note the capital `ID`
+/// of `DtsInstanceID` in this action.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub struct DescribeDtsJobDetailParams {
+    /// `DtsJobId` (required).
+    pub dts_job_id: String,
+    /// `DtsInstanceID`.
+    pub dts_instance_id: Option<String>,
+    /// `SynchronizationDirection`.
+    pub synchronization_direction: Option<String>,
+    /// `RegionId`.
+    pub region_id: Option<String>,
+}
+
+impl From<&ResetDtsJobParams> for DescribeDtsJobDetailParams {
+    /// The read of the job a reset names.
+    fn from(p: &ResetDtsJobParams) -> Self {
+        DescribeDtsJobDetailParams {
+            dts_job_id: p.dts_job_id.clone(),
+            dts_instance_id: p.dts_instance_id.clone(),
+            synchronization_direction: p.synchronization_direction.clone(),
+            region_id: p.region_id.clone(),
         }
-        if let Some(v) = &self.synchronization_direction {
-            params.insert("SynchronizationDirection".to_string(), v.clone());
+    }
+}
+
+impl Action for DescribeDtsJobDetailParams {
+    const NAME: &'static str = DESCRIBE_ACTION;
+
+    fn to_rpc(&self) -> RpcRequest {
+        rpc(
+            DESCRIBE_ACTION,
+            &[
+                ("DtsJobId", Some(&self.dts_job_id)),
+                ("DtsInstanceID", self.dts_instance_id.as_ref()),
+                (
+                    "SynchronizationDirection",
+                    self.synchronization_direction.as_ref(),
+                ),
+                ("RegionId", self.region_id.as_ref()),
+            ],
+        )
+    }
+}
+
+/// The status a reset leaves a job in.
+pub const NOT_CONFIGURED: &str = "NotConfigured";
+
+/// A job as `DescribeDtsJobDetail` shows it. Absent fields are `None`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobDetail {
+    /// `DtsJobId`.
+    pub dts_job_id: Option<String>,
+    /// `DtsInstanceID`.
+    pub dts_instance_id: Option<String>,
+    /// `DtsJobName`.
+    pub job_name: Option<String>,
+    /// `Status`, as sent (the API's spelling varies in case).
+    pub status: Option<String>,
+    /// `CreateTime`.
+    pub create_time: Option<String>,
+    /// Whether the job still has a source, destination or object configuration.
+    pub configured: bool,
+    /// `RequestId` of the answer.
+    pub request_id: Option<String>,
+}
+
+impl JobDetail {
+    /// Whether the job is in `NotConfigured` (compared case-insensitively, as the API's
+    /// spelling varies).
+    pub fn is_not_configured(&self) -> bool {
+        self.status
+            .as_deref()
+            .is_some_and(|s| s.eq_ignore_ascii_case(NOT_CONFIGURED))
+    }
+
+    /// The job from a `DescribeDtsJobDetail` JSON body, if the body is a JSON object.
+    pub fn from_body(body: &[u8]) -> Option<JobDetail> {
+        let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+        let o = v.as_object()?;
+        let text = |k: &str| o.get(k).and_then(value_text).filter(|s| !s.is_empty());
+        let has_text = |v: Option<&serde_json::Value>| match v {
+            Some(serde_json::Value::String(s)) => {
+                let t = s.trim();
+                !t.is_empty() && t != "[]" && t != "{}" && t != "null"
+            }
+            Some(serde_json::Value::Array(a)) => !a.is_empty(),
+            Some(serde_json::Value::Object(m)) => m.values().any(has_value),
+            _ => false,
+        };
+        fn has_value(v: &serde_json::Value) -> bool {
+            match v {
+                serde_json::Value::String(s) => !s.trim().is_empty(),
+                serde_json::Value::Number(_) => true,
+                serde_json::Value::Array(a) => !a.is_empty(),
+                serde_json::Value::Object(m) => m.values().any(has_value),
+                _ => false,
+            }
         }
-        if let Some(v) = &self.region_id {
-            params.insert("RegionId".to_string(), v.clone());
-        }
-        RpcRequest {
-            action: ACTION.to_string(),
-            version: VERSION.to_string(),
-            params,
-        }
+        let configured = has_text(o.get("DbObject"))
+            || has_text(o.get("SourceEndpoint"))
+            || has_text(o.get("DestinationEndpoint"));
+        Some(JobDetail {
+            dts_job_id: text("DtsJobId"),
+            dts_instance_id: text("DtsInstanceID").or_else(|| text("DtsInstanceId")),
+            job_name: text("DtsJobName"),
+            status: text("Status"),
+            create_time: text("CreateTime"),
+            configured,
+            request_id: text("RequestId"),
+        })
     }
 }
 
@@ -349,11 +484,43 @@ mod tests {
         };
         let r = p.to_rpc();
         assert_eq!(r.action, "ResetDtsJob");
+        let d = DescribeDtsJobDetailParams::from(&ResetDtsJobParams {
+            dts_instance_id: Some("dtsi".into()),
+            ..p.clone()
+        })
+        .to_rpc();
+        assert_eq!(d.action, "DescribeDtsJobDetail");
+        assert_eq!(
+            d.params.keys().collect::<Vec<_>>(),
+            vec!["DtsInstanceID", "DtsJobId", "RegionId"],
+            "capital ID in this action"
+        );
         assert_eq!(r.version, "2020-01-01");
         assert_eq!(
             r.params.keys().collect::<Vec<_>>(),
             vec!["DtsJobId", "RegionId"]
         );
+    }
+
+    #[test]
+    fn job_detail_from_the_answer() {
+        let configured = br#"{"RequestId":"r","Success":true,"HttpStatusCode":200,"DtsJobId":"j","DtsInstanceID":"i","DtsJobName":"orders","Status":"synchronizing","CreateTime":"2026-01-01T00:00:00Z","DbObject":"[{\"DBName\":\"orders\"}]","SourceEndpoint":{"InstanceType":"RDS","EngineName":"MySQL"},"DestinationEndpoint":{"InstanceType":"RDS"}}"#;
+        let d = JobDetail::from_body(configured).unwrap();
+        assert_eq!(d.status.as_deref(), Some("synchronizing"));
+        assert_eq!(d.dts_instance_id.as_deref(), Some("i"));
+        assert_eq!(d.job_name.as_deref(), Some("orders"));
+        assert!(d.configured);
+        assert!(!d.is_not_configured());
+        let reset = br#"{"RequestId":"r","Success":true,"DtsJobId":"j","Status":"NotConfigured","DbObject":"","SourceEndpoint":{},"DestinationEndpoint":{"InstanceType":""}}"#;
+        let d = JobDetail::from_body(reset).unwrap();
+        assert!(!d.configured);
+        assert!(d.is_not_configured());
+        assert!(JobDetail::from_body(b"<xml/>").is_none());
+        let lower = JobDetail {
+            status: Some("notconfigured".into()),
+            ..Default::default()
+        };
+        assert!(lower.is_not_configured(), "case-insensitive");
     }
 
     #[test]

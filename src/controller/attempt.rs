@@ -25,14 +25,15 @@ use super::exclusion::{self, Reservation};
 use super::joblease::{Acquired, HeldJob};
 use super::resolve::{CredentialsProblem, ResolvedCredentials, endpoint_for_resource};
 use super::status::{self, WriteError, write_status};
-use super::{Context, Error};
+use super::{Context, Error, verification};
 use crate::aliyun::client::ResetCall;
 use crate::aliyun::dts::ResetDtsJobParams;
 use crate::aliyun::endpoint::Endpoint;
 use crate::aliyun::error::{AttemptOutcome, classify};
 use crate::aliyun::signer::SigningContext;
 use crate::crd::{
-    DtsJobReset, DtsJobResetStatus, Phase, RequestRecord, condition, event_reason, reason,
+    DtsJobReset, DtsJobResetStatus, JobSnapshot, Phase, RequestRecord, condition, event_reason,
+    reason,
 };
 use crate::retry::{NextStep, jitter_unit, next_step};
 
@@ -168,7 +169,8 @@ async fn pipeline(ctx: &Context, a: &Attempt<'_>) -> Result<Action, Stop> {
     let _reservation = exclusion(ctx, a)?;
     let _permit = permits(ctx).await?;
     let job = job_lease(ctx, a).await?;
-    let result = claimed_attempt(ctx, a, job.as_ref(), endpoint, credentials).await;
+    let before = verification::pre_image(ctx, a.obj, a.desired, &endpoint, &credentials).await;
+    let result = claimed_attempt(ctx, a, job.as_ref(), endpoint, credentials, before).await;
     if let (Some(held), Some(leases)) = (job, ctx.job_leases.as_ref()) {
         leases.release(held).await;
     }
@@ -206,8 +208,9 @@ async fn claimed_attempt(
     job: Option<&HeldJob>,
     endpoint: Endpoint,
     credentials: ResolvedCredentials,
+    before: Option<JobSnapshot>,
 ) -> Result<(Sent, DtsJobReset), Stop> {
-    let claim = claim(ctx, a).await?;
+    let claim = claim(ctx, a, before).await?;
     if let Err(why) = fence(ctx, &claim, job) {
         tracing::warn!(%why, attempt = claim.attempt, "not sending: {why}");
         withdraw(ctx, a, &claim).await;
@@ -402,7 +405,11 @@ async fn withdraw(ctx: &Context, a: &Attempt<'_>, claim: &Claimed) {
 }
 
 /// The claim: accepted only if nobody wrote since the resource was read.
-async fn claim(ctx: &Context, a: &Attempt<'_>) -> Result<Claimed, Stop> {
+async fn claim(
+    ctx: &Context,
+    a: &Attempt<'_>,
+    before: Option<JobSnapshot>,
+) -> Result<Claimed, Stop> {
     let generation = a.obj.meta().generation;
     let sent_at = tokio::time::Instant::now();
     let now = Timestamp::now();
@@ -415,6 +422,7 @@ async fn claim(ctx: &Context, a: &Attempt<'_>) -> Result<Claimed, Stop> {
         a.max_attempts,
         generation,
         now,
+        before,
     );
     let attempt = status.attempts.unwrap_or(1);
     let object = match write_status(a.api, a.obj, status.clone()).await {
@@ -490,6 +498,7 @@ async fn record(
         &sent.outcome,
         &sent.step,
         a.max_attempts,
+        &ctx.config.verify,
         a.obj.meta().generation,
         Timestamp::now(),
     );
@@ -652,7 +661,7 @@ mod tests {
         // Whole seconds, as the API server stores times.
         let now: Timestamp = "2026-01-01T00:00:01Z".parse().unwrap();
         let started = status::start_request(&DtsJobResetStatus::default(), &desired, Some(1), now);
-        let mut s = status::claim(&started, ME, now, 7, Some(1), now);
+        let mut s = status::claim(&started, ME, now, 7, Some(1), now, None);
         s.attempts = Some(attempts);
         s
     }
@@ -684,7 +693,7 @@ mod tests {
     #[tokio::test]
     async fn an_attempt_claims_with_the_read_version_then_records_on_the_claim() {
         let (client, mut apiserver) = api_server();
-        let dts = ScriptedDts::answering([success("rid-1")]);
+        let dts = ScriptedDts::answering_reads([success("rid-1")], [job_read("Synchronizing")]);
         let ctx = context(client.clone(), dts.clone());
         let run = tokio::spawn(async move {
             let api: Api<DtsJobReset> = Api::namespaced(client, NS);
@@ -735,6 +744,11 @@ mod tests {
             "nothing is sent before the claim is accepted"
         );
         let claim = apiserver.store("42").await;
+        assert_eq!(dts.read_calls(), 1, "the job was read before the claim");
+        assert_eq!(
+            claim.body["status"]["jobBefore"]["status"], "Synchronizing",
+            "the pre-image travels in the claim write itself"
+        );
         assert_eq!(claim.method, Method::PUT);
         assert_eq!(claim.path, status_path("r"));
         assert!(
@@ -787,7 +801,7 @@ mod tests {
     #[tokio::test]
     async fn a_fenced_claim_is_withdrawn_and_nothing_is_sent() {
         let (client, mut apiserver) = api_server();
-        let dts = ScriptedDts::answering([]);
+        let dts = ScriptedDts::answering_reads([], [job_read("Synchronizing")]);
         let mut ctx = context(client.clone(), dts.clone());
         ctx.job_leases = None;
         let clock = std::sync::Arc::new(crate::lease::LeaseClock::default());

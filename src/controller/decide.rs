@@ -9,12 +9,13 @@
 //!    or a replayed event unable to send a second call for one request.
 //! 2. A different request (call parameters as written, or `dtsops.io/requested-at`) starts a new
 //!    one; the region a request was resolved to is recorded, never compared.
-//! 3. A finished request stays finished (only the TTL may delete it).
+//! 3. A finished request stays finished (only the TTL may delete it) — except an uncertain
+//!    outcome being verified, whose job is read every `--verify-interval` (never re-sent).
 //! 4. Otherwise the next attempt is due at `nextAttemptTime`, unless the retries are used up.
 
 use jiff::Timestamp;
 
-use crate::crd::{DtsJobResetStatus, Phase, RequestIdentity};
+use crate::crd::{DtsJobResetStatus, Phase, RequestIdentity, VerificationState};
 
 /// What the controller should do next for one resource.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +40,10 @@ pub enum Step {
     DeleteAt(Timestamp),
     /// Finished and its TTL passed: delete the resource now.
     Delete,
+    /// An uncertain outcome is being verified: read the job now.
+    Verify,
+    /// An uncertain outcome is being verified: read the job at this time.
+    VerifyAt(Timestamp),
 }
 
 /// The inputs of [`decide`].
@@ -60,6 +65,8 @@ pub struct Observed<'a> {
     pub max_clock_skew: std::time::Duration,
     /// A claim's validity when the claim does not say (no deadline recorded).
     pub default_claim_validity: std::time::Duration,
+    /// `--verify-interval`.
+    pub verify_interval: std::time::Duration,
 }
 
 /// How long a claim is valid, as its claimer wrote it: deadline minus claim time — two times of
@@ -89,6 +96,21 @@ pub fn decide(o: &Observed<'_>) -> Step {
         .is_some_and(|r| o.desired.matches(r))
     {
         return Step::StartRequest;
+    }
+    if status.phase == Some(Phase::Unknown)
+        && let Some(v) = status
+            .verification
+            .as_ref()
+            .filter(|v| v.state == VerificationState::Verifying)
+    {
+        let due = v.last_check_time.as_ref().map(|t| {
+            t.0.checked_add(jiff::SignedDuration::try_from(o.verify_interval).unwrap_or_default())
+                .unwrap_or(Timestamp::MAX)
+        });
+        return match due {
+            Some(at) if at > o.now => Step::VerifyAt(at),
+            _ => Step::Verify,
+        };
     }
     match status.phase {
         Some(p) if p.is_finished() => match (o.ttl_seconds, status.completion_time.as_ref()) {
@@ -175,6 +197,7 @@ mod tests {
             claim_observed_for: Duration::ZERO,
             max_clock_skew: SKEW,
             default_claim_validity: VALIDITY,
+            verify_interval: Duration::from_secs(10),
         }
     }
 
@@ -314,6 +337,40 @@ mod tests {
         let mut s = status(Some(Phase::Running), Some(req("j1", None)));
         s.claim_deadline = Some(Time(ts(FUTURE)));
         assert!(matches!(run(&want("j2", None), &s), Step::AwaitClaim(_)));
+    }
+
+    /// An Unknown being verified reads the job every interval, even past a TTL; a new request
+    /// still wins.
+    #[test]
+    fn a_verifying_unknown_reads_the_job_every_interval() {
+        let (w, r) = (want("j", None), req("j", None));
+        let mut s = status(Some(Phase::Unknown), Some(r));
+        s.completion_time = Some(Time(ts("2026-01-01T00:00:00Z")));
+        s.verification = Some(crate::crd::Verification {
+            state: VerificationState::Verifying,
+            reason: None,
+            checks: Some(0),
+            last_check_time: None,
+            job_status: None,
+        });
+        let at = |s: &DtsJobResetStatus| {
+            decide(&Observed {
+                desired: &w,
+                status: s,
+                ttl_seconds: Some(0),
+                ..defaults()
+            })
+        };
+        assert_eq!(at(&s), Step::Verify, "first read at once");
+        s.verification.as_mut().unwrap().last_check_time = Some(Time(ts("2026-01-01T00:00:05Z")));
+        assert_eq!(at(&s), Step::VerifyAt(ts("2026-01-01T00:00:15Z")));
+        s.verification.as_mut().unwrap().last_check_time = Some(Time(ts(PAST)));
+        assert_eq!(at(&s), Step::VerifyAt(ts("2026-01-01T00:00:15Z")));
+        s.verification.as_mut().unwrap().last_check_time = Some(Time(ts("2026-01-01T00:00:00Z")));
+        assert_eq!(at(&s), Step::Verify);
+        assert_eq!(run(&want("j", Some("again")), &s), Step::StartRequest);
+        s.verification.as_mut().unwrap().state = VerificationState::NoEffectObserved;
+        assert_eq!(at(&s), Step::Delete, "concluded: the TTL applies again");
     }
 
     /// A claim is abandoned only after this process watched it unchanged for longer than its

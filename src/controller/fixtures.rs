@@ -18,7 +18,7 @@ use tokio::sync::Semaphore;
 use super::joblease::JobLeases;
 use super::resolve::DefaultCredentialsScope;
 use super::{Context, ControllerConfig};
-use crate::aliyun::client::{ResetApi, ResetCall};
+use crate::aliyun::client::{DescribeCall, DtsApi, ReadOutcome, ResetCall};
 use crate::aliyun::dts::DtsAnswer;
 use crate::aliyun::endpoint::{Endpoint, EndpointAllowlist};
 use crate::aliyun::error::AttemptOutcome;
@@ -165,6 +165,8 @@ pub fn secret() -> Value {
 pub struct ScriptedDts {
     answers: Mutex<VecDeque<AttemptOutcome>>,
     calls: AtomicUsize,
+    reads: Mutex<VecDeque<ReadOutcome>>,
+    read_calls: AtomicUsize,
 }
 
 impl ScriptedDts {
@@ -172,8 +174,25 @@ impl ScriptedDts {
     pub fn answering(answers: impl IntoIterator<Item = AttemptOutcome>) -> Arc<ScriptedDts> {
         Arc::new(ScriptedDts {
             answers: Mutex::new(answers.into_iter().collect()),
-            calls: AtomicUsize::new(0),
+            ..Default::default()
         })
+    }
+
+    /// Answers these resets, and these reads, in order.
+    pub fn answering_reads(
+        answers: impl IntoIterator<Item = AttemptOutcome>,
+        reads: impl IntoIterator<Item = ReadOutcome>,
+    ) -> Arc<ScriptedDts> {
+        Arc::new(ScriptedDts {
+            answers: Mutex::new(answers.into_iter().collect()),
+            reads: Mutex::new(reads.into_iter().collect()),
+            ..Default::default()
+        })
+    }
+
+    /// Reads received so far.
+    pub fn read_calls(&self) -> usize {
+        self.read_calls.load(Ordering::SeqCst)
     }
 
     /// Calls received so far.
@@ -182,7 +201,7 @@ impl ScriptedDts {
     }
 }
 
-impl ResetApi for ScriptedDts {
+impl DtsApi for ScriptedDts {
     fn reset_dts_job<'a>(&'a self, _call: &'a ResetCall) -> BoxFuture<'a, AttemptOutcome> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let next = self
@@ -191,6 +210,20 @@ impl ResetApi for ScriptedDts {
             .unwrap()
             .pop_front()
             .expect("more calls than scripted");
+        Box::pin(async move { next })
+    }
+
+    fn describe_dts_job_detail<'a>(
+        &'a self,
+        _call: &'a DescribeCall,
+    ) -> BoxFuture<'a, ReadOutcome> {
+        self.read_calls.fetch_add(1, Ordering::SeqCst);
+        let next = self
+            .reads
+            .lock()
+            .unwrap()
+            .pop_front()
+            .expect("more reads than scripted");
         Box::pin(async move { next })
     }
 }
@@ -209,8 +242,22 @@ pub fn success(request_id: &str) -> AttemptOutcome {
     }
 }
 
+/// A successful read of a job in `status`, configured unless NotConfigured.
+pub fn job_read(status: &str) -> ReadOutcome {
+    ReadOutcome {
+        outcome: success("rid-read"),
+        job: Some(crate::aliyun::dts::JobDetail {
+            dts_job_id: Some("j".into()),
+            status: Some(status.into()),
+            configured: !status.eq_ignore_ascii_case("NotConfigured"),
+            request_id: Some("rid-read".into()),
+            ..Default::default()
+        }),
+    }
+}
+
 /// A controller context on `client` and `dts`: no rate limit, no default credentials.
-pub fn context(client: Client, dts: Arc<dyn ResetApi>) -> Context {
+pub fn context(client: Client, dts: Arc<dyn DtsApi>) -> Context {
     Context {
         client: client.clone(),
         watch_client: client.clone(),
@@ -223,6 +270,7 @@ pub fn context(client: Client, dts: Arc<dyn ResetApi>) -> Context {
             attempt_timeout: Duration::from_secs(10),
             identity: ME.into(),
             max_clock_skew: Duration::from_secs(30),
+            verify: Default::default(),
         },
         dts,
         default_credentials: None,
@@ -235,6 +283,7 @@ pub fn context(client: Client, dts: Arc<dyn ResetApi>) -> Context {
         ),
         metrics: Arc::new(Metrics::new()),
         bucket: TokenBucket::new(0.0, 1),
+        read_bucket: TokenBucket::new(0.0, 1),
         sends: Semaphore::new(8),
         reservations: Default::default(),
         store: OnceLock::new(),

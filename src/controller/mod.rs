@@ -22,6 +22,8 @@ mod fixtures;
 pub mod joblease;
 pub mod resolve;
 pub mod status;
+pub mod verification;
+pub mod verify;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
@@ -36,10 +38,13 @@ use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 use tokio::sync::Semaphore;
 
-use crate::aliyun::client::ResetApi;
+use crate::aliyun::client::DtsApi;
 use crate::aliyun::endpoint::{Endpoint, EndpointAllowlist};
 use crate::aliyun::provider::CredentialsProvider;
-use crate::crd::{DtsJobReset, DtsJobResetStatus, Phase, RequestIdentity, condition, event_reason};
+use crate::crd::{
+    DtsJobReset, DtsJobResetStatus, Phase, RequestIdentity, VerificationState, condition,
+    event_reason,
+};
 use crate::lease::{LeaseClock, Observations};
 use crate::metrics::{Metrics, ResultLabels};
 use crate::ratelimit::TokenBucket;
@@ -51,6 +56,7 @@ use exclusion::Reservations;
 use joblease::JobLeases;
 use resolve::DefaultCredentialsScope;
 use status::{WriteError, write_status};
+use verify::VerifyPolicy;
 
 /// Settings of the controller (from `dts-operator run` flags).
 #[derive(Clone, Debug)]
@@ -71,6 +77,8 @@ pub struct ControllerConfig {
     pub identity: String,
     /// `--max-clock-skew`.
     pub max_clock_skew: Duration,
+    /// `--verify-interval`, `--verify-window`.
+    pub verify: VerifyPolicy,
 }
 
 impl ControllerConfig {
@@ -89,15 +97,17 @@ pub struct Context {
     /// Settings.
     pub config: ControllerConfig,
     /// The DTS API (the real client in production).
-    pub dts: Arc<dyn ResetApi>,
+    pub dts: Arc<dyn DtsApi>,
     /// The controller's own credentials (environment or RRSA), if any.
     pub default_credentials: Option<CredentialsProvider>,
     /// Event recorder.
     pub recorder: Recorder,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// `--dts-qps` / `--dts-burst`.
+    /// `--dts-qps` / `--dts-burst`: resets.
     pub bucket: TokenBucket,
+    /// `--dts-read-qps` / `--dts-read-burst`: reads, so they never slow resets.
+    pub read_bucket: TokenBucket,
     /// `--max-concurrent-resets`.
     pub sends: Semaphore,
     /// The jobs whose call is in flight in this process.
@@ -216,6 +226,7 @@ async fn reconcile_inner(obj: &DtsJobReset, ctx: &Context) -> Result<Action, Err
         claim_observed_for: watch_claim(ctx, &current),
         max_clock_skew: ctx.config.max_clock_skew,
         default_claim_validity: ctx.config.claim_validity(),
+        verify_interval: ctx.config.verify.interval,
     });
     tracing::debug!(?step, "decided");
     perform(ctx, &api, &current, &desired, st, step, now).await
@@ -328,9 +339,17 @@ async fn perform(
         }
         Step::AwaitClaim(after) => Ok(Action::requeue(after + Duration::from_millis(200))),
         Step::AbandonedClaim => {
-            let s = status::abandoned_claim(&st, generation, now);
+            let s = status::abandoned_claim(&st, &ctx.config.verify, generation, now);
+            verification::count_begun(ctx, &s);
+            if s.verification.as_ref().map(|v| v.state) == Some(VerificationState::Verifying) {
+                // Nothing to tell yet: the job's state decides, at the next check.
+                write_status(api, obj, s).await?;
+                return Ok(Action::requeue(Duration::from_millis(200)));
+            }
             conclude(ctx, api, obj, s, event_reason::OUTCOME_UNKNOWN).await
         }
+        Step::Verify => verification::check(ctx, api, obj, &st).await,
+        Step::VerifyAt(t) => Ok(requeue_at(t, now)),
         Step::Exhausted => {
             let s = status::exhausted(&st, max, generation, now);
             conclude(ctx, api, obj, s, event_reason::RESET_FAILED).await

@@ -13,10 +13,12 @@ use kube::{Resource, ResourceExt};
 use crate::aliyun::dts::DtsAnswer;
 use crate::aliyun::error::{AttemptOutcome, RetryReason};
 use crate::crd::{
-    DtsJobReset, DtsJobResetStatus, FIELD_MANAGER, Phase, REQUESTED_AT_ANNOTATION, RequestRecord,
-    condition, reason,
+    DtsJobReset, DtsJobResetStatus, FIELD_MANAGER, JobSnapshot, Phase, REQUESTED_AT_ANNOTATION,
+    RequestRecord, Verification, VerificationState, condition, reason,
 };
 use crate::retry::{Final, NextStep};
+
+use super::verify::VerifyPolicy;
 
 const TRUE: &str = "True";
 const FALSE: &str = "False";
@@ -164,6 +166,8 @@ pub fn start_request(
     s.claimed_by = None;
     s.claim_deadline = None;
     s.credentials_refreshed = None;
+    s.job_before = None;
+    s.verification = None;
     let msg = format!(
         "New request: ResetDtsJob for job {} in {}",
         desired.dts_job_id, desired.region_id
@@ -210,7 +214,9 @@ pub fn observe_generation(old: &DtsJobResetStatus, generation: Option<i64>) -> D
     s
 }
 
-/// The claim written (with the read `resourceVersion`) before an attempt is sent.
+/// The claim written (with the read `resourceVersion`) before an attempt is sent, with the job
+/// as read just before (`None`: it could not be read).
+#[allow(clippy::too_many_arguments)]
 pub fn claim(
     old: &DtsJobResetStatus,
     holder: &str,
@@ -218,8 +224,11 @@ pub fn claim(
     max_attempts: u32,
     generation: Option<i64>,
     now: Timestamp,
+    job_before: Option<JobSnapshot>,
 ) -> DtsJobResetStatus {
     let mut s = old.clone();
+    s.job_before = job_before;
+    s.verification = None;
     let attempt = s.attempts.unwrap_or(0).saturating_add(1);
     s.phase = Some(Phase::Running);
     s.attempts = Some(attempt);
@@ -273,12 +282,14 @@ pub fn retry_condition_reason(r: RetryReason) -> &'static str {
     }
 }
 
-/// Records the answer of the claimed attempt and the decision taken from it.
+/// Records the answer of the claimed attempt and the decision taken from it; an uncertain
+/// outcome starts its verification where `verify` allows.
 pub fn record(
     claimed: &DtsJobResetStatus,
     outcome: &AttemptOutcome,
     step: &NextStep,
     max_attempts: u32,
+    verify: &VerifyPolicy,
     generation: Option<i64>,
     now: Timestamp,
 ) -> DtsJobResetStatus {
@@ -290,6 +301,18 @@ pub fn record(
     let job = job_of(&s);
     let what = outcome.describe();
     match step {
+        NextStep::Finish(Final::Unknown) => {
+            finish(&mut s, Phase::Unknown, now);
+            set_unknown(
+                &mut s,
+                format!(
+                    "The ResetDtsJob call for job {job} may or may not have executed ({what})."
+                ),
+                verify,
+                generation,
+                now,
+            );
+        }
         NextStep::Finish(fin) => {
             let (phase, health, why, msg) = match fin {
                 Final::Succeeded => {
@@ -315,15 +338,7 @@ pub fn record(
                         "Gave up on job {job} after {attempts} attempt(s), all refused before execution; last: {what}"
                     ),
                 ),
-                Final::Unknown => (
-                    Phase::Unknown,
-                    Health::Stalled,
-                    reason::OUTCOME_UNKNOWN,
-                    format!(
-                        "The ResetDtsJob call for job {job} may or may not have executed ({what}). {}",
-                        unknown_advice(&job)
-                    ),
-                ),
+                Final::Unknown => unreachable!("handled above"),
             };
             finish(&mut s, phase, now);
             set_health(&mut s, health, why, &msg, generation, now);
@@ -369,9 +384,11 @@ pub fn record(
     s
 }
 
-/// A claim whose deadline passed with no recorded answer: `Unknown`.
+/// A claim watched past its validity with no recorded answer: `Unknown`, verified where
+/// `verify` allows.
 pub fn abandoned_claim(
     old: &DtsJobResetStatus,
+    verify: &VerifyPolicy,
     generation: Option<i64>,
     now: Timestamp,
 ) -> DtsJobResetStatus {
@@ -388,19 +405,116 @@ pub fn abandoned_claim(
         .unwrap_or_else(|| "an unknown time".into());
     clear_answer(&mut s);
     finish(&mut s, Phase::Unknown, now);
-    let msg = format!(
-        "Attempt {} for job {job} was claimed at {when} by {holder}, no answer recorded; the call may or may not have been sent. {}",
+    let headline = format!(
+        "Attempt {} for job {job} was claimed at {when} by {holder}, no answer recorded; the call may or may not have been sent.",
         s.attempts.unwrap_or(0),
-        unknown_advice(&job)
     );
-    set_health(
-        &mut s,
-        Health::Stalled,
-        reason::OUTCOME_UNKNOWN,
-        &msg,
-        generation,
-        now,
-    );
+    set_unknown(&mut s, headline, verify, generation, now);
+    s
+}
+
+/// An uncertain outcome: phase Unknown, and verification begun where the state from before can
+/// tell a reset (Reconciling, `VerifyingOutcome`); otherwise Stalled, `OutcomeUnknown`, saying
+/// why verification cannot decide and what a human can do.
+fn set_unknown(
+    s: &mut DtsJobResetStatus,
+    headline: String,
+    verify: &VerifyPolicy,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let job = job_of(s);
+    s.verification = super::verify::begin(s.job_before.as_ref(), verify);
+    let (health, why, msg) = match s.verification.as_ref() {
+        Some(v) if v.state == VerificationState::Verifying => (
+            Health::Reconciling,
+            reason::VERIFYING_OUTCOME,
+            format!(
+                "{headline} Checking the job's state every {} for up to {} (it was {} before); the reset is never sent again by itself.",
+                humantime::format_duration(verify.interval),
+                humantime::format_duration(verify.window),
+                s.job_before
+                    .as_ref()
+                    .and_then(|b| b.status.as_deref())
+                    .unwrap_or("unknown")
+            ),
+        ),
+        Some(v) => (
+            Health::Stalled,
+            reason::OUTCOME_UNKNOWN,
+            format!(
+                "{headline} Verification unavailable: {}. {}",
+                v.reason.as_deref().unwrap_or("unknown"),
+                unknown_advice(&job)
+            ),
+        ),
+        None => (
+            Health::Stalled,
+            reason::OUTCOME_UNKNOWN,
+            format!("{headline} {}", unknown_advice(&job)),
+        ),
+    };
+    set_health(s, health, why, &msg, generation, now);
+}
+
+/// The status after one more read of a job being verified: still Verifying, or concluded —
+/// Verified (Succeeded, `ResetVerified`), NoEffectObserved or Unavailable (Unknown, Stalled,
+/// `OutcomeUnknown`, with the evidence).
+pub fn verified(
+    old: &DtsJobResetStatus,
+    v: Verification,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> DtsJobResetStatus {
+    let mut s = old.clone();
+    let job = job_of(&s);
+    let why = v.reason.clone().unwrap_or_default();
+    let state = v.state;
+    s.verification = Some(v);
+    match state {
+        VerificationState::Verifying => s.observed_generation = generation,
+        VerificationState::Verified => {
+            s.phase = Some(Phase::Succeeded);
+            let msg = format!(
+                "The answer of the ResetDtsJob call for job {job} was lost, but the job's state proves the reset ran: {why}."
+            );
+            set_health(
+                &mut s,
+                Health::Ready,
+                reason::RESET_VERIFIED,
+                &msg,
+                generation,
+                now,
+            );
+        }
+        VerificationState::NoEffectObserved => {
+            let msg = format!(
+                "Job {job}: {why}; the reset probably did not run. It is never sent again by itself: to send it again set the annotation {REQUESTED_AT_ANNOTATION} to a new value."
+            );
+            set_health(
+                &mut s,
+                Health::Stalled,
+                reason::OUTCOME_UNKNOWN,
+                &msg,
+                generation,
+                now,
+            );
+        }
+        VerificationState::Unavailable => {
+            let msg = format!(
+                "The ResetDtsJob call for job {job} may or may not have executed; verification unavailable: {why}. {}",
+                unknown_advice(&job)
+            );
+            set_health(
+                &mut s,
+                Health::Stalled,
+                reason::OUTCOME_UNKNOWN,
+                &msg,
+                generation,
+                now,
+            );
+        }
+    }
     s
 }
 
@@ -500,6 +614,7 @@ mod tests {
             7,
             Some(1),
             ts("2026-01-01T00:00:01Z"),
+            None,
         )
     }
 
@@ -531,6 +646,7 @@ mod tests {
             &out,
             &NextStep::Finish(Final::Succeeded),
             7,
+            &VerifyPolicy::default(),
             Some(1),
             now,
         );
@@ -570,6 +686,7 @@ mod tests {
             &out,
             &NextStep::Finish(Final::Failed),
             7,
+            &VerifyPolicy::default(),
             Some(1),
             ts("2026-01-01T00:00:02Z"),
         );
@@ -605,7 +722,15 @@ mod tests {
             wait: Duration::from_millis(1500),
             reason: RetryReason::Throttled,
         };
-        let s = record(&claimed(), &out, &step, 7, Some(1), now);
+        let s = record(
+            &claimed(),
+            &out,
+            &step,
+            7,
+            &VerifyPolicy::default(),
+            Some(1),
+            now,
+        );
         assert_eq!(s.phase, Some(Phase::Retrying));
         // 2 s + 1.5 s, rounded up to the whole second that status can store.
         assert_eq!(s.next_attempt_time, Some(Time(ts("2026-01-01T00:00:04Z"))));
@@ -621,6 +746,7 @@ mod tests {
             &out,
             &NextStep::Finish(Final::Unknown),
             7,
+            &VerifyPolicy::default(),
             Some(1),
             ts("2026-01-01T00:00:12Z"),
         );
@@ -633,7 +759,12 @@ mod tests {
 
     #[test]
     fn abandoned_claim_is_unknown() {
-        let s = abandoned_claim(&claimed(), Some(2), ts("2026-01-01T00:01:00Z"));
+        let s = abandoned_claim(
+            &claimed(),
+            &VerifyPolicy::default(),
+            Some(2),
+            ts("2026-01-01T00:01:00Z"),
+        );
         assert_eq!(s.phase, Some(Phase::Unknown));
         assert_eq!(s.attempts, Some(1), "the claimed attempt stays counted");
         assert_eq!(cond(&s, "Stalled").reason, "OutcomeUnknown");

@@ -4,7 +4,7 @@
 //! It sleeps with `tokio::time`, so tests drive it with paused time. The decision itself is
 //! [`crate::retry`]'s, shared with the controller.
 
-use crate::aliyun::client::{ResetApi, ResetCall};
+use crate::aliyun::client::{DtsApi, ResetCall};
 use crate::aliyun::credentials::CredentialsError;
 use crate::aliyun::error::{AttemptOutcome, classify};
 use crate::aliyun::provider::CredentialsProvider;
@@ -53,7 +53,7 @@ pub enum RunError {
 /// nonce and timestamp, and the wait of [`next_step`] between them.
 #[allow(clippy::too_many_arguments)]
 pub async fn run_attempts(
-    api: &dyn ResetApi,
+    api: &dyn DtsApi,
     provider: &CredentialsProvider,
     template: &ResetCall,
     max_attempts: u32,
@@ -141,7 +141,7 @@ mod tests {
         seen: Mutex<Vec<(tokio::time::Instant, String, String)>>,
     }
 
-    impl ResetApi for Scripted {
+    impl DtsApi for Scripted {
         fn reset_dts_job<'a>(&'a self, call: &'a ResetCall) -> BoxFuture<'a, AttemptOutcome> {
             self.seen.lock().unwrap().push((
                 tokio::time::Instant::now(),
@@ -155,6 +155,13 @@ mod tests {
                 .pop_front()
                 .expect("more attempts than scripted");
             Box::pin(async move { next })
+        }
+
+        fn describe_dts_job_detail<'a>(
+            &'a self,
+            _call: &'a crate::aliyun::client::DescribeCall,
+        ) -> BoxFuture<'a, crate::aliyun::client::ReadOutcome> {
+            unreachable!("the reset loop without --verify never reads")
         }
     }
 

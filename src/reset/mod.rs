@@ -10,7 +10,7 @@ use std::io::Write;
 use serde::Serialize;
 
 use crate::aliyun::client::{
-    ClientOptions, DtsClient, ResetApi, ResetCall, TrustRoots, build_http_client,
+    ClientOptions, DtsApi, DtsClient, ResetCall, TrustRoots, build_http_client,
 };
 use crate::aliyun::credentials::{Credentials, CredentialsError};
 use crate::aliyun::dts::{DtsAnswer, ResetDtsJobParams, validate_job_id};
@@ -154,7 +154,7 @@ pub async fn execute(args: ResetArgs, stdout: &mut dyn Write, stderr: &mut dyn W
             progress_line(&template, max_attempts, &p)
         );
     };
-    let api: &dyn ResetApi = &client;
+    let api: &dyn DtsApi = &client;
     let result = run_attempts(
         api,
         &provider,

@@ -320,7 +320,9 @@ async fn unknown_outcomes_are_never_retried() {
         "job-junk",
         [Answer::raw(200, "text/plain", "garbage"), Answer::Success],
     );
-    let op = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
+    // Verification off: this is about the outcome itself (tests/it/verification.rs proves more).
+    let op =
+        Operator::start(OperatorOptions::new(&ns, &sim.url()).set("--verify-window", "0")).await;
     for (name, job) in [("a", "job-500"), ("b", "job-hang"), ("c", "job-junk")] {
         create(&client, &ns, name, spec(job)).await;
     }
@@ -439,7 +441,7 @@ async fn expired_token_twice_is_failed() {
     assert_eq!(st.credentials_refreshed, Some(true));
     assert_eq!(condition(&o, "Stalled").unwrap().reason, "ResetFailed");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(sim.calls().len(), 2);
+    assert_eq!(sim.reset_calls().len(), 2);
     op.terminate().await;
 }
 
@@ -455,7 +457,7 @@ async fn secret_created_later_then_success() {
     .await;
     assert_eq!(phase(&o), "Pending");
     assert_eq!(condition(&o, "Stalled").unwrap().status, "False");
-    assert_eq!(sim.calls().len(), 0);
+    assert_eq!(sim.reset_calls().len(), 0);
     create_default_secret(&client, &ns).await;
     wait_phase(&client, &ns, "w", "Succeeded", T).await;
     assert_eq!(sim.executed_calls("job-w").len(), 1);
@@ -489,7 +491,11 @@ async fn new_request_only_on_call_parameters_or_annotation() {
     .await;
     assert_eq!(phase(&o), "Succeeded");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(sim.calls().len(), 1, "no call for non-request changes");
+    assert_eq!(
+        sim.reset_calls().len(),
+        1,
+        "no call for non-request changes"
+    );
 
     // A call parameter: one new call.
     patch_merge(
@@ -599,13 +605,15 @@ async fn abrupt_crash_while_in_flight_is_reported_unknown() {
         "job-c",
         [Answer::gate("c", Answer::Success), Answer::Success],
     );
-    let op = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
+    // Verification off: this is about the claim itself (tests/it/verification.rs proves more).
+    let opts = || OperatorOptions::new(&ns, &sim.url()).set("--verify-window", "0");
+    let op = Operator::start(opts()).await;
     create(&client, &ns, "c", spec("job-c")).await;
     wait_gate(&sim, "c", &op).await;
     op.kill().await;
     sim.open_gate("c");
     // The claim stays; a new controller waits for its deadline, then reports Unknown.
-    let op2 = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
+    let op2 = Operator::start(opts()).await;
     let o = wait_phase(&client, &ns, "c", "Unknown", Duration::from_secs(40)).await;
     assert_eq!(condition(&o, "Stalled").unwrap().reason, "OutcomeUnknown");
     assert_eq!(o.status.as_ref().unwrap().attempts, Some(1));

@@ -5,7 +5,7 @@
 //! | method | path | body / answer |
 //! |---|---|---|
 //! | GET | `/_simulator/healthz` | `ok` |
-//! | GET | `/_simulator/calls` | JSON array of [`crate::RecordedCall`] |
+//! | GET | `/_simulator/calls[?action=A]` | JSON array of [`crate::RecordedCall`] (only action `A`) |
 //! | DELETE | `/_simulator/calls` | forget recorded calls |
 //! | POST | `/_simulator/script` | `{"dtsJobId":"..","answers":[Answer,..]}` (appended to the queue) |
 //! | POST | `/_simulator/default-answer` | one `Answer` |
@@ -52,8 +52,19 @@ fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, (StatusCode, S
         .map_err(|e| (StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}\n")))
 }
 
-async fn calls(State(s): State<Arc<Shared>>) -> Response {
-    axum::Json(s.calls()).into_response()
+async fn calls(
+    State(s): State<Arc<Shared>>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let calls: Vec<_> = s
+        .calls()
+        .into_iter()
+        .filter(|c| {
+            q.get("action")
+                .is_none_or(|a| c.action.as_deref() == Some(a))
+        })
+        .collect();
+    axum::Json(calls).into_response()
 }
 
 async fn clear_calls(State(s): State<Arc<Shared>>) -> StatusCode {

@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::verify::Format;
 
-/// What the simulated ResetDtsJob does with one executed request.
+/// What the simulated ResetDtsJob does with one executed request. `Success` and `Hang` reset the
+/// job (see [`crate::jobs`]); error answers, `Raw` and `Drop` do not unless wrapped in
+/// [`Answer::Executed`]. For reads (`DescribeDtsJobDetail`), `Success` answers the job's state.
 ///
 /// JSON form (script files, `POST /_simulator/script`): internally tagged by `kind`, fields in
 /// snake_case (camelCase accepted too), e.g. `{"kind":"success"}`,
@@ -102,6 +104,17 @@ pub enum Answer {
         #[serde(default = "default_then")]
         then: Box<Answer>,
     },
+    /// Reset the job, then answer with `then` (a 500, a hang, a dropped connection: the reset
+    /// happened, the answer says otherwise or nothing).
+    Executed {
+        /// The answer after the reset.
+        then: Box<Answer>,
+    },
+    /// Answer with `then` without resetting the job, whatever `then` is.
+    NotExecuted {
+        /// The answer.
+        then: Box<Answer>,
+    },
 }
 
 fn default_200() -> u16 {
@@ -142,6 +155,20 @@ impl Answer {
             "InternalError",
             "The request processing has failed due to some unknown error, exception or failure.",
         )
+    }
+
+    /// Reset the job, then answer `then`.
+    pub fn executed_then(then: Answer) -> Answer {
+        Answer::Executed {
+            then: Box::new(then),
+        }
+    }
+
+    /// Answer `then` without resetting the job.
+    pub fn not_executed_then(then: Answer) -> Answer {
+        Answer::NotExecuted {
+            then: Box::new(then),
+        }
     }
 
     /// A gateway error without retry hints.

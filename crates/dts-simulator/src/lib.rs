@@ -29,6 +29,7 @@
 #![warn(missing_docs)]
 
 pub mod answer;
+pub mod jobs;
 pub mod record;
 pub mod verify;
 
@@ -45,8 +46,9 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 pub use answer::Answer;
+pub use jobs::Job;
 pub use record::{RecordedCall, Style};
-pub use server::{DTS_ACTION, DTS_VERSION};
+pub use server::{DESCRIBE_ACTION, DTS_ACTION, DTS_VERSION};
 pub use sts::{ACTION as STS_ACTION, VERSION as STS_VERSION};
 
 use net::{ConnInfo, SimListener};
@@ -267,8 +269,56 @@ impl Simulator {
     pub fn executed_calls(&self, dts_job_id: &str) -> Vec<RecordedCall> {
         self.calls()
             .into_iter()
-            .filter(|c| c.executed && c.dts_job_id.as_deref() == Some(dts_job_id))
+            .filter(|c| {
+                c.executed
+                    && c.action.as_deref() == Some(DTS_ACTION)
+                    && c.dts_job_id.as_deref() == Some(dts_job_id)
+            })
             .collect()
+    }
+
+    /// Every `ResetDtsJob` request received, in order (refused ones too; reads never).
+    pub fn reset_calls(&self) -> Vec<RecordedCall> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.action.as_deref() == Some(DTS_ACTION))
+            .collect()
+    }
+
+    /// `DescribeDtsJobDetail` calls for `dts_job_id` that passed authentication, in order
+    /// (reads; never counted among [`executed_calls`](Self::executed_calls)).
+    pub fn read_calls(&self, dts_job_id: &str) -> Vec<RecordedCall> {
+        self.calls()
+            .into_iter()
+            .filter(|c| {
+                c.action.as_deref() == Some(DESCRIBE_ACTION)
+                    && c.dts_job_id.as_deref() == Some(dts_job_id)
+                    && c.http_status != 0
+                    && !c.outcome.starts_with("Signature")
+                    && !c.outcome.starts_with("Invalid")
+            })
+            .collect()
+    }
+
+    /// Job `id` as DTS shows it now (`None`: no such job). A job nobody set exists as
+    /// `Synchronizing` and configured.
+    pub fn job(&self, id: &str) -> Option<Job> {
+        self.shared().job(id, self.shared().now())
+    }
+
+    /// Sets job `id`'s state; `None` makes DTS know no such job (`Forbidden.InstanceNotFound`).
+    pub fn set_job(&self, id: &str, job: Option<Job>) {
+        self.shared().set_job(id, job);
+    }
+
+    /// How long an executed reset takes to show `NotConfigured` (default: at once).
+    pub fn set_reset_delay(&self, delay: Duration) {
+        self.shared().set_reset_delay(delay);
+    }
+
+    /// Queues answers for reads of `dts_job_id` (`Success`: the job's state, the default).
+    pub fn script_reads(&self, dts_job_id: &str, answers: impl IntoIterator<Item = Answer>) {
+        self.shared().script_reads(dts_job_id, answers);
     }
 
     /// STS `AssumeRoleWithOIDC` calls, in order (accepted or not).

@@ -23,6 +23,8 @@ use crate::verify::{self, Format, ParsedRequest, Rejection, Style, VerifyOptions
 
 /// The DTS action the simulator implements.
 pub const DTS_ACTION: &str = "ResetDtsJob";
+/// The read-only DTS action it implements.
+pub const DESCRIBE_ACTION: &str = "DescribeDtsJobDetail";
 /// The DTS API version it implements.
 pub const DTS_VERSION: &str = "2020-01-01";
 
@@ -168,25 +170,27 @@ async fn handle(
             finish(shared, parsed, seq, request_id, "ok", &a);
             Outcome::Answer(a)
         }
+        Ok(Decision::Describe { job }) => {
+            let answer = shared.next_read_answer(&job);
+            let ctx = exec_ctx(shared, parsed, request_id, &job);
+            let (outcome, label) = perform(&ctx, answer, Effect::Read).await;
+            match &outcome {
+                Outcome::Answer(a) => finish(shared, parsed, seq, request_id, &label, a),
+                Outcome::Drop => finish_dropped(shared, parsed, seq),
+            }
+            outcome
+        }
         Ok(Decision::Execute { job, region }) => {
             let answer = shared.next_answer(&job);
             shared.update_call(seq, |c| c.executed = true);
             let guard = shared.enter(&region, &job);
-            let ctx = ExecCtx {
-                shared: shared.clone(),
-                format: parsed.format,
-                request_id: request_id.to_owned(),
-                host_id: parsed
-                    .host
-                    .clone()
-                    .unwrap_or_else(|| "dts.aliyuncs.com".to_owned()),
-            };
+            let ctx = exec_ctx(shared, parsed, request_id, &job);
             let parsed_for_log = parsed.clone();
             let request_id = request_id.to_owned();
             // The execution runs in its own task so that a client giving up (timeout,
             // disconnect) does not cancel it: like the real service, the reset goes on.
             let task = tokio::spawn(async move {
-                let (outcome, label) = perform(&ctx, answer).await;
+                let (outcome, label) = perform(&ctx, answer, Effect::Reset).await;
                 match &outcome {
                     Outcome::Answer(a) => {
                         finish(&ctx.shared, &parsed_for_log, seq, &request_id, &label, a)
@@ -204,6 +208,20 @@ async fn handle(
 enum Decision {
     Sts(serde_json::Value),
     Execute { job: String, region: String },
+    Describe { job: String },
+}
+
+fn exec_ctx(shared: &Arc<Shared>, parsed: &ParsedRequest, request_id: &str, job: &str) -> ExecCtx {
+    ExecCtx {
+        shared: shared.clone(),
+        format: parsed.format,
+        request_id: request_id.to_owned(),
+        host_id: parsed
+            .host
+            .clone()
+            .unwrap_or_else(|| "dts.aliyuncs.com".to_owned()),
+        job: job.to_owned(),
+    }
 }
 
 /// The gateway's decisions, in order, up to (not including) execution.
@@ -236,7 +254,8 @@ fn decide(
             max_skew: Some(shared.max_skew),
         },
     )?;
-    if parsed.action.as_deref() != Some(DTS_ACTION) {
+    let action = parsed.action.as_deref();
+    if action != Some(DTS_ACTION) && action != Some(DESCRIBE_ACTION) {
         return Err(not_found());
     }
     if parsed.version.as_deref() != Some(DTS_VERSION) {
@@ -244,7 +263,7 @@ fn decide(
             400,
             "InvalidVersion",
             format!(
-                "Specified parameter Version is not valid: {:?}; {DTS_ACTION} is in version {DTS_VERSION}.",
+                "Specified parameter Version is not valid: {:?}; DTS is in version {DTS_VERSION}.",
                 parsed.version.as_deref().unwrap_or_default()
             ),
         ));
@@ -261,6 +280,9 @@ fn decide(
                 "The input parameter \"DtsJobId\" that is mandatory for processing this request is not supplied.",
             )
         })?;
+    if action == Some(DESCRIBE_ACTION) {
+        return Ok(Decision::Describe { job });
+    }
     let region = parsed.params.get("RegionId").cloned().unwrap_or_default();
     Ok(Decision::Execute { job, region })
 }
@@ -278,19 +300,75 @@ struct ExecCtx {
     format: Format,
     request_id: String,
     host_id: String,
+    job: String,
+}
+
+/// What an answer does to the job besides answering.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Effect {
+    /// A reset: `Success` (and what ends in it) resets the job.
+    Reset,
+    /// Nothing happens to the job.
+    Never,
+    /// A read: `Success` answers the job's state.
+    Read,
+}
+
+impl ExecCtx {
+    fn reset_job(&self) {
+        self.shared.reset_job(&self.job, self.shared.now());
+    }
 }
 
 type Performed<'a> = Pin<Box<dyn Future<Output = (Outcome, String)> + Send + 'a>>;
 
 /// Carries out a scripted answer; returns it with its `outcome` label (`ok`, the error code,
 /// `raw` or `dropped`).
-fn perform(ctx: &ExecCtx, answer: Answer) -> Performed<'_> {
+fn perform(ctx: &ExecCtx, answer: Answer, effect: Effect) -> Performed<'_> {
     Box::pin(async move {
         match answer {
-            Answer::Success => (
-                Outcome::Answer(answer::dts_response(ctx.format, 200, &ctx.request_id, None)),
-                "ok".to_owned(),
-            ),
+            Answer::Success if effect == Effect::Read => {
+                match ctx.shared.job(&ctx.job, ctx.shared.now()) {
+                    Some(job) => (
+                        Outcome::Answer(answer::object_response(
+                            ctx.format,
+                            "DescribeDtsJobDetailResponse",
+                            &ctx.request_id,
+                            &job.describe_body(&ctx.job, &ctx.request_id),
+                        )),
+                        "ok".to_owned(),
+                    ),
+                    None => {
+                        let code = "Forbidden.InstanceNotFound";
+                        let a = answer::gateway_error(
+                            ctx.format,
+                            403,
+                            &ctx.request_id,
+                            &ctx.host_id,
+                            code,
+                            "The specified instance is not found.",
+                            "Dts",
+                        );
+                        (Outcome::Answer(a), code.to_owned())
+                    }
+                }
+            }
+            Answer::Success => {
+                if effect == Effect::Reset {
+                    ctx.reset_job();
+                }
+                (
+                    Outcome::Answer(answer::dts_response(ctx.format, 200, &ctx.request_id, None)),
+                    "ok".to_owned(),
+                )
+            }
+            Answer::Executed { then } => {
+                if effect != Effect::Read {
+                    ctx.reset_job();
+                }
+                perform(ctx, *then, Effect::Never).await
+            }
+            Answer::NotExecuted { then } => perform(ctx, *then, Effect::Never).await,
             Answer::DtsError {
                 http_status,
                 err_code,
@@ -352,7 +430,7 @@ fn perform(ctx: &ExecCtx, answer: Answer) -> Performed<'_> {
             Answer::Hang { millis } => {
                 tokio::select! {
                     () = tokio::time::sleep(std::time::Duration::from_millis(millis)) => {
-                        perform(ctx, Answer::Success).await
+                        perform(ctx, Answer::Success, effect).await
                     }
                     () = ctx.shared.shutting_down() => (Outcome::Drop, "dropped".to_owned()),
                 }
@@ -360,7 +438,7 @@ fn perform(ctx: &ExecCtx, answer: Answer) -> Performed<'_> {
             Answer::Drop => (Outcome::Drop, "dropped".to_owned()),
             Answer::Gate { name, then } => {
                 tokio::select! {
-                    () = ctx.shared.pass_gate(&name) => perform(ctx, *then).await,
+                    () = ctx.shared.pass_gate(&name) => perform(ctx, *then, effect).await,
                     () = ctx.shared.shutting_down() => (Outcome::Drop, "dropped".to_owned()),
                 }
             }

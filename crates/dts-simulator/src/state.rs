@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::answer::Answer;
+use crate::jobs::Job;
 use crate::record::RecordedCall;
 use crate::verify::{KeyRecord, KeyStore};
 
@@ -41,6 +42,10 @@ struct Mutable {
     sts_validity: Option<Duration>,
     valid_oidc_tokens: Option<HashSet<String>>,
     clock_offset: jiff::SignedDuration,
+    jobs: HashMap<String, Job>,
+    missing_jobs: HashSet<String>,
+    read_scripts: HashMap<String, VecDeque<Answer>>,
+    reset_delay: Duration,
 }
 
 impl Shared {
@@ -60,6 +65,10 @@ impl Shared {
                 sts_validity,
                 valid_oidc_tokens: None,
                 clock_offset: jiff::SignedDuration::ZERO,
+                jobs: HashMap::new(),
+                missing_jobs: HashSet::new(),
+                read_scripts: HashMap::new(),
+                reset_delay: Duration::ZERO,
             }),
             gate_events: watch::channel(0).0,
             shutdown: watch::channel(false).0,
@@ -115,6 +124,70 @@ impl Shared {
             Some(a) => a,
             None => m.default_answer.clone(),
         }
+    }
+
+    // --- jobs ------------------------------------------------------------------------------
+
+    /// Job `id` as it is at `now` (`None`: DTS has no such job).
+    pub(crate) fn job(&self, id: &str, now: jiff::Timestamp) -> Option<Job> {
+        let mut m = self.lock();
+        if m.missing_jobs.contains(id) {
+            return None;
+        }
+        let job = m
+            .jobs
+            .entry(id.to_owned())
+            .or_insert_with(|| Job::synchronizing(id, now));
+        job.settle(now);
+        Some(job.clone())
+    }
+
+    pub(crate) fn set_job(&self, id: &str, job: Option<Job>) {
+        let mut m = self.lock();
+        match job {
+            Some(j) => {
+                m.missing_jobs.remove(id);
+                m.jobs.insert(id.to_owned(), j);
+            }
+            None => {
+                m.jobs.remove(id);
+                m.missing_jobs.insert(id.to_owned());
+            }
+        }
+    }
+
+    /// An executed reset of job `id`.
+    pub(crate) fn reset_job(&self, id: &str, now: jiff::Timestamp) {
+        let mut m = self.lock();
+        let delay = m.reset_delay;
+        if m.missing_jobs.contains(id) {
+            return;
+        }
+        m.jobs
+            .entry(id.to_owned())
+            .or_insert_with(|| Job::synchronizing(id, now))
+            .reset(now, delay);
+    }
+
+    pub(crate) fn set_reset_delay(&self, delay: Duration) {
+        self.lock().reset_delay = delay;
+    }
+
+    pub(crate) fn script_reads(&self, job: &str, answers: impl IntoIterator<Item = Answer>) {
+        self.lock()
+            .read_scripts
+            .entry(job.to_owned())
+            .or_default()
+            .extend(answers);
+    }
+
+    /// The next scripted answer to a read of `job`; `Success` (the job as it is) by default.
+    pub(crate) fn next_read_answer(&self, job: &str) -> Answer {
+        self.lock()
+            .read_scripts
+            .get_mut(job)
+            .and_then(VecDeque::pop_front)
+            .unwrap_or(Answer::Success)
     }
 
     pub(crate) fn pending_answers(&self, job: &str) -> usize {

@@ -170,14 +170,6 @@ pub struct ScriptedDts {
 }
 
 impl ScriptedDts {
-    /// Answers these, in order.
-    pub fn answering(answers: impl IntoIterator<Item = AttemptOutcome>) -> Arc<ScriptedDts> {
-        Arc::new(ScriptedDts {
-            answers: Mutex::new(answers.into_iter().collect()),
-            ..Default::default()
-        })
-    }
-
     /// Answers these resets, and these reads, in order.
     pub fn answering_reads(
         answers: impl IntoIterator<Item = AttemptOutcome>,

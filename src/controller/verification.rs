@@ -189,3 +189,117 @@ async fn read_inputs(
     .map_err(|p| p.message())?;
     Ok((endpoint, credentials))
 }
+
+#[cfg(test)]
+mod tests {
+    use http::Method;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use serde_json::json;
+
+    use super::*;
+    use crate::controller::fixtures::*;
+    use crate::crd::{Phase, Verification};
+
+    fn verifying(job_status: Option<&str>) -> DtsJobResetStatus {
+        let now = Timestamp::now();
+        let request = crate::crd::RequestIdentity {
+            dts_job_id: "j".into(),
+            ..Default::default()
+        }
+        .resolve("cn-hangzhou");
+        DtsJobResetStatus {
+            phase: Some(Phase::Unknown),
+            request: Some(request),
+            attempts: Some(1),
+            completion_time: Some(Time(now)),
+            job_before: Some(JobSnapshot {
+                status: Some("Synchronizing".into()),
+                configured: Some(true),
+                ..Default::default()
+            }),
+            verification: Some(Verification {
+                state: VerificationState::Verifying,
+                reason: None,
+                checks: Some(1),
+                last_check_time: None,
+                job_status: job_status.map(str::to_string),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// One check: the Secret, one read (never a reset), one conditional status write — here the
+    /// second NotConfigured read in a row: Succeeded by ResetVerified, and its Normal event.
+    #[tokio::test]
+    async fn a_second_not_configured_read_verifies_and_sends_nothing() {
+        let (client, mut apiserver) = api_server();
+        let dts = ScriptedDts::answering_reads([], [job_read("NotConfigured")]);
+        let ctx = context(client.clone(), dts.clone());
+        let st = verifying(Some("NotConfigured"));
+        let obj = resource("r", "j", "70", Some(st.clone()));
+        let run = tokio::spawn(async move {
+            let api: Api<DtsJobReset> = Api::namespaced(client, NS);
+            check(&ctx, &api, &obj, &st).await
+        });
+        let get = apiserver.answer(200, secret()).await;
+        assert_eq!(get.path, "/api/v1/namespaces/ns/secrets/creds");
+        let write = apiserver.store("71").await;
+        assert_eq!(
+            (write.method, write.path.as_str()),
+            (Method::PUT, status_path("r").as_str())
+        );
+        assert_eq!(write.body["metadata"]["resourceVersion"], "70");
+        assert_eq!(write.body["status"]["phase"], "Succeeded");
+        assert_eq!(write.body["status"]["verification"]["state"], "Verified");
+        assert_eq!(write.body["status"]["verification"]["checks"], 2);
+        let ready = write.body["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Ready")
+            .unwrap()
+            .clone();
+        assert_eq!(
+            (ready["status"].clone(), ready["reason"].clone()),
+            (json!("True"), json!("ResetVerified"))
+        );
+        let event = apiserver.answer(201, json!({})).await;
+        assert_eq!(event.body["reason"], "ResetVerified");
+        assert_eq!(event.body["type"], "Normal");
+        assert_eq!(run.await.unwrap().unwrap(), Action::await_change());
+        assert_eq!(
+            (dts.calls(), dts.read_calls()),
+            (0, 1),
+            "a check reads, never resets"
+        );
+        apiserver.finished().await;
+    }
+
+    /// A first NotConfigured read is not proof yet: still Verifying, no event, read again after
+    /// the interval.
+    #[tokio::test]
+    async fn one_read_is_not_enough() {
+        let (client, mut apiserver) = api_server();
+        let dts = ScriptedDts::answering_reads([], [job_read("NotConfigured")]);
+        let ctx = context(client.clone(), dts.clone());
+        let st = verifying(Some("Synchronizing"));
+        let obj = resource("r", "j", "70", Some(st.clone()));
+        let run = tokio::spawn(async move {
+            let api: Api<DtsJobReset> = Api::namespaced(client, NS);
+            check(&ctx, &api, &obj, &st).await
+        });
+        apiserver.answer(200, secret()).await;
+        let write = apiserver.store("71").await;
+        assert_eq!(write.body["status"]["phase"], "Unknown");
+        assert_eq!(write.body["status"]["verification"]["state"], "Verifying");
+        assert_eq!(
+            write.body["status"]["verification"]["jobStatus"],
+            "NotConfigured"
+        );
+        assert_eq!(
+            run.await.unwrap().unwrap(),
+            Action::requeue(std::time::Duration::from_secs(10))
+        );
+        apiserver.finished().await;
+    }
+}

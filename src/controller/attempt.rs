@@ -177,6 +177,9 @@ async fn pipeline(ctx: &Context, a: &Attempt<'_>) -> Result<Action, Stop> {
     let (sent, stored) = result?;
     // Events and metrics describe answers that are in status, never others.
     events::count_call(&ctx.metrics, &sent.outcome, sent.elapsed);
+    if let Some(st) = stored.status.as_ref() {
+        verification::count_begun(ctx, st);
+    }
     events::publish(
         &ctx.recorder,
         &stored,

@@ -6,7 +6,7 @@ use kube::runtime::events::{Event, EventType, Recorder};
 
 use crate::aliyun::dts::ACTION;
 use crate::aliyun::error::{AttemptOutcome, classify, metric_code};
-use crate::crd::{DtsJobReset, DtsJobResetStatus, condition, event_reason};
+use crate::crd::{DtsJobReset, DtsJobResetStatus, VerificationState, condition, event_reason};
 use crate::metrics::{ActionLabels, Metrics, ReasonLabels, RequestLabels};
 use crate::retry::{Final, NextStep};
 
@@ -77,6 +77,12 @@ pub async fn publish_outcome(
             event_reason::RESET_FAILED,
             message(condition::STALLED),
         ),
+        // While the job's state is being checked there is nothing to tell yet.
+        NextStep::Finish(Final::Unknown)
+            if st.verification.as_ref().map(|v| v.state) == Some(VerificationState::Verifying) =>
+        {
+            return;
+        }
         NextStep::Finish(Final::Unknown) => (
             EventType::Warning,
             event_reason::OUTCOME_UNKNOWN,

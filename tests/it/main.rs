@@ -12,3 +12,4 @@ mod operator;
 mod reset_cli;
 mod signer_vectors;
 mod support;
+mod verification;

@@ -47,6 +47,12 @@ pub enum Command {
     /// configuration error, nothing sent; 3 outcome unknown (the job may have been reset:
     /// check it in the DTS console before re-running).
     Reset(ResetArgs),
+    /// Read a DTS job's state with DescribeDtsJobDetail (read-only). Prints one JSON object on
+    /// one line on stdout.
+    ///
+    /// Exit codes: 0 found; 1 the service answered an error; 2 usage or configuration error;
+    /// 3 no answer (timeout, unparseable).
+    Describe(DescribeArgs),
 }
 
 /// Flags of `dts-operator run`.
@@ -251,12 +257,13 @@ impl BackoffArgs {
     }
 }
 
-/// Flags of `dts-operator reset`. Credentials come from the standard chain:
-/// ALIBABA_CLOUD_ACCESS_KEY_ID / ALIBABA_CLOUD_ACCESS_KEY_SECRET / ALIBABA_CLOUD_SECURITY_TOKEN,
-/// then RRSA (ALIBABA_CLOUD_ROLE_ARN, ALIBABA_CLOUD_OIDC_PROVIDER_ARN,
-/// ALIBABA_CLOUD_OIDC_TOKEN_FILE, optional ALIBABA_CLOUD_STS_ENDPOINT / ALIBABA_CLOUD_STS_REGION).
+/// The job and how to reach DTS, shared by `reset` and `describe`. Credentials come from the
+/// standard chain: ALIBABA_CLOUD_ACCESS_KEY_ID / ALIBABA_CLOUD_ACCESS_KEY_SECRET /
+/// ALIBABA_CLOUD_SECURITY_TOKEN, then RRSA (ALIBABA_CLOUD_ROLE_ARN,
+/// ALIBABA_CLOUD_OIDC_PROVIDER_ARN, ALIBABA_CLOUD_OIDC_TOKEN_FILE, optional
+/// ALIBABA_CLOUD_STS_ENDPOINT / ALIBABA_CLOUD_STS_REGION).
 #[derive(Debug, Args)]
-pub struct ResetArgs {
+pub struct JobArgs {
     /// The ID of the data synchronization or change tracking task (DtsJobId).
     #[arg(long, env = "DTS_OPERATOR_JOB_ID", value_name = "ID")]
     pub job_id: String,
@@ -287,6 +294,22 @@ pub struct ResetArgs {
     )]
     pub signature_version: SignatureVersion,
 
+    /// Timeout of each attempt (e.g. 500ms, 30s). Expiry after sending = outcome unknown.
+    #[arg(long, env = "DTS_OPERATOR_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Extra trusted CA certificates (PEM file), for private gateways.
+    #[arg(long, env = "DTS_OPERATOR_CA_BUNDLE", value_name = "FILE")]
+    pub ca_bundle: Option<PathBuf>,
+}
+
+/// Flags of `dts-operator reset`.
+#[derive(Debug, Args)]
+pub struct ResetArgs {
+    /// The job, the endpoint, signing and the timeout.
+    #[command(flatten)]
+    pub job: JobArgs,
+
     /// Attempts in all: one plus retries (retries only for throttling, 503 and connection
     /// failures before sending).
     #[arg(
@@ -301,17 +324,27 @@ pub struct ResetArgs {
     #[command(flatten)]
     pub backoff: BackoffArgs,
 
-    /// Timeout of each attempt (e.g. 500ms, 30s). Expiry after sending = outcome unknown.
-    #[arg(long, env = "DTS_OPERATOR_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    pub timeout: Duration,
-
-    /// Extra trusted CA certificates (PEM file), for private gateways.
-    #[arg(long, env = "DTS_OPERATOR_CA_BUNDLE", value_name = "FILE")]
-    pub ca_bundle: Option<PathBuf>,
-
     /// Print the signed request (security token redacted) as JSON on stdout; send nothing.
     #[arg(long, env = "DTS_OPERATOR_DRY_RUN")]
     pub dry_run: bool,
+
+    /// Read the job before the call and, after an uncertain outcome, verify it from the job's
+    /// state as the controller does (never sending again): outcome `verified` (exit 0) when
+    /// proven, else `unknown` (exit 3).
+    #[arg(long, env = "DTS_OPERATOR_VERIFY")]
+    pub verify: bool,
+
+    /// How often and how long `--verify` reads the job.
+    #[command(flatten)]
+    pub verify_flags: VerifyArgs,
+}
+
+/// Flags of `dts-operator describe`.
+#[derive(Debug, Args)]
+pub struct DescribeArgs {
+    /// The job, the endpoint, signing and the timeout.
+    #[command(flatten)]
+    pub job: JobArgs,
 }
 
 #[cfg(test)]
@@ -330,13 +363,15 @@ mod tests {
         let Command::Reset(a) = cli.command else {
             panic!("reset expected")
         };
-        assert_eq!(a.region, "cn-hangzhou");
-        assert_eq!(a.signature_version, SignatureVersion::V3);
+        assert_eq!(a.job.region, "cn-hangzhou");
+        assert_eq!(a.job.signature_version, SignatureVersion::V3);
         assert_eq!(a.max_attempts, 7);
         assert_eq!(a.backoff.initial, Duration::from_secs(1));
         assert_eq!(a.backoff.max, Duration::from_secs(300));
-        assert_eq!(a.timeout, Duration::from_secs(10));
+        assert_eq!(a.job.timeout, Duration::from_secs(10));
         assert!(!a.dry_run);
+        assert!(!a.verify);
+        assert_eq!(a.verify_flags.verify_window, Duration::from_secs(300));
     }
 
     #[test]
@@ -386,10 +421,10 @@ mod tests {
         let Command::Reset(a) = cli.command else {
             panic!("reset expected")
         };
-        assert_eq!(a.timeout, Duration::from_millis(500));
+        assert_eq!(a.job.timeout, Duration::from_millis(500));
         assert_eq!(a.backoff.max, Duration::from_secs(30));
-        assert_eq!(a.direction, Some(SynchronizationDirection::Reverse));
-        assert_eq!(a.signature_version, SignatureVersion::V1);
+        assert_eq!(a.job.direction, Some(SynchronizationDirection::Reverse));
+        assert_eq!(a.job.signature_version, SignatureVersion::V1);
         assert!(Cli::try_parse_from(["dts-operator", "reset"]).is_err());
         assert!(
             Cli::try_parse_from([

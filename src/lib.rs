@@ -5,7 +5,7 @@
 //! resource), [`controller`] (the reconcile state machine in `controller::decide`, the attempt
 //! pipeline in `controller::attempt`, status in `controller::status`), [`operator`] (the `run`
 //! process), [`kubeapi`] (bounds on API calls), [`lease`] (expiry by local observation), [`leader`], [`ratelimit`], [`metrics`], [`admin`], [`cli`], [`reset`] (the `reset`
-//! command), [`telemetry`].
+//! command), [`describe`], [`oneshot`] (what both share), [`telemetry`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -14,10 +14,12 @@ pub mod aliyun;
 pub mod cli;
 pub mod controller;
 pub mod crd;
+pub mod describe;
 pub mod kubeapi;
 pub mod leader;
 pub mod lease;
 pub mod metrics;
+pub mod oneshot;
 pub mod operator;
 pub mod ratelimit;
 pub mod reset;

@@ -1,7 +1,8 @@
 //! `dts-operator reset`: one ResetDtsJob from the command line, with the operator's client,
 //! credentials chain and retry policy. One JSON object on one line on stdout, progress on stderr,
-//! exit codes 0 (succeeded), 1 (failed), 2 (usage/configuration, nothing sent), 3 (unknown).
-//! The attempt loop itself is [`attempts`].
+//! exit codes 0 (succeeded, or verified), 1 (failed), 2 (usage/configuration, nothing sent), 3
+//! (unknown). The attempt loop itself is [`attempts`]; `--verify` checks an uncertain outcome
+//! against the job's state as the controller does, never sending again.
 
 pub mod attempts;
 
@@ -9,16 +10,14 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use crate::aliyun::client::{
-    ClientOptions, DtsApi, DtsClient, ResetCall, TrustRoots, build_http_client,
-};
-use crate::aliyun::credentials::{Credentials, CredentialsError};
-use crate::aliyun::dts::{DtsAnswer, ResetDtsJobParams, validate_job_id};
-use crate::aliyun::endpoint::{Endpoint, Scheme, dts_endpoint_for_region};
+use crate::aliyun::client::{DtsApi, ResetCall};
+use crate::aliyun::dts::DtsAnswer;
 use crate::aliyun::error::AttemptOutcome;
-use crate::aliyun::provider::CredentialsProvider;
 use crate::aliyun::signer::SigningContext;
 use crate::cli::ResetArgs;
+use crate::controller::verify::{self, JobRead, VerifyPolicy};
+use crate::crd::{JobSnapshot, VerificationState};
+use crate::oneshot::{Connected, connect};
 use crate::retry::{Final, NextStep, jitter_unit};
 use attempts::{Progress, run_attempts};
 
@@ -43,7 +42,7 @@ pub struct ResetOutput {
     pub answer: DtsAnswer,
     /// Attempts sent.
     pub attempts: u32,
-    /// `succeeded` | `failed` | `unknown`.
+    /// `succeeded` | `failed` | `unknown` | `verified`.
     pub outcome: &'static str,
 }
 
@@ -60,69 +59,27 @@ impl ResetOutput {
     }
 }
 
-/// The endpoint from the flags: `--endpoint` (loopback rule applies), else the SDK's region map.
-/// (The controller's choice adds an admin override and an allowlist:
-/// `crate::controller::resolve::endpoint_for_resource`.)
-pub fn endpoint_from_flags(args: &ResetArgs) -> Result<Endpoint, String> {
-    match &args.endpoint {
-        Some(e) => Endpoint::parse(e).map_err(|e| e.to_string()),
-        None => Ok(dts_endpoint_for_region(&args.region)),
-    }
-}
-
-/// The request parameters from the flags.
-pub fn params_from(args: &ResetArgs) -> ResetDtsJobParams {
-    ResetDtsJobParams {
-        dts_job_id: args.job_id.clone(),
-        dts_instance_id: args.instance_id.clone().filter(|s| !s.is_empty()),
-        synchronization_direction: args.direction.map(|d| d.as_str().to_string()),
-        region_id: Some(args.region.clone()),
-    }
-}
-
 /// What a run needs, from the flags and the environment; every usage error is found here.
 struct Prepared {
-    client: DtsClient,
-    provider: CredentialsProvider,
-    /// The call, with placeholder credentials and context: fresh ones for every attempt.
-    template: ResetCall,
+    connected: Connected,
     backoff: crate::retry::Backoff,
     max_attempts: u32,
+    /// `--verify`: how to check an uncertain outcome.
+    verify: Option<VerifyPolicy>,
 }
 
 fn prepare(args: &ResetArgs) -> Result<Prepared, String> {
-    validate_job_id(&args.job_id).map_err(|e| format!("--job-id: {e}"))?;
     let backoff = args.backoff.policy()?;
-    let endpoint = endpoint_from_flags(args).map_err(|e| format!("--endpoint: {e}"))?;
-    // Plain http to a local gateway with a static key needs no trust store: skip loading it.
-    let needs_tls = endpoint.scheme() == Scheme::Https
-        || CredentialsProvider::chain_needs_tls(&|k| std::env::var(k).ok());
-    let options = ClientOptions {
-        timeout: args.timeout,
-        ca_bundle: args.ca_bundle.clone(),
-        trust_roots: if needs_tls {
-            TrustRoots::System
-        } else {
-            TrustRoots::None
-        },
-        ..ClientOptions::default()
+    let verify = if args.verify {
+        Some(args.verify_flags.policy()?)
+    } else {
+        None
     };
-    let http = build_http_client(&options).map_err(|e| e.to_string())?;
-    let provider = CredentialsProvider::from_env(http.clone())
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| CredentialsError::NotConfigured.to_string())?;
     Ok(Prepared {
-        client: DtsClient::with_http(http, args.timeout),
-        provider,
-        template: ResetCall {
-            endpoint,
-            params: params_from(args),
-            credentials: Credentials::new("", "", None),
-            signature_version: args.signature_version,
-            context: SigningContext::fresh(),
-        },
+        connected: connect(&args.job)?,
         backoff,
         max_attempts: args.max_attempts,
+        verify,
     })
 }
 
@@ -141,24 +98,29 @@ pub async fn execute(args: ResetArgs, stdout: &mut dyn Write, stderr: &mut dyn W
         return dry_run(&prepared, stdout, stderr).await;
     }
     let Prepared {
-        client,
-        provider,
-        template,
+        connected,
         backoff,
         max_attempts,
+        verify,
     } = prepared;
+    // The job as it is before the call, for --verify (a failed read never blocks the reset).
+    let before = match verify {
+        Some(_) => pre_image(&connected, stderr).await,
+        None => None,
+    };
+    let template = &connected.template;
     let mut progress = |p: Progress<'_>| {
         let _ = writeln!(
             stderr,
             "dts-operator reset: {}",
-            progress_line(&template, max_attempts, &p)
+            progress_line(template, max_attempts, &p)
         );
     };
-    let api: &dyn DtsApi = &client;
+    let api: &dyn DtsApi = &connected.client;
     let result = run_attempts(
         api,
-        &provider,
-        &template,
+        &connected.provider,
+        template,
         max_attempts,
         &backoff,
         &mut jitter_unit,
@@ -166,18 +128,100 @@ pub async fn execute(args: ResetArgs, stdout: &mut dyn Write, stderr: &mut dyn W
         &mut progress,
     )
     .await;
-    match result {
-        Err(e) => usage(stderr, &e.to_string()),
-        Ok(run) => {
-            let out = ResetOutput::from_outcome(run.result, run.attempts, run.last.as_ref());
+    let run = match result {
+        Err(e) => return usage(stderr, &e.to_string()),
+        Ok(run) => run,
+    };
+    let mut out = ResetOutput::from_outcome(run.result, run.attempts, run.last.as_ref());
+    let mut code = exit_code(run.result);
+    if let (Final::Unknown, Some(policy)) = (run.result, verify)
+        && verify_outcome(&connected, before.as_ref(), &policy, stderr).await
+    {
+        out.outcome = "verified";
+        code = exit::SUCCEEDED;
+    }
+    let _ = writeln!(
+        stdout,
+        "{}",
+        serde_json::to_string(&out).expect("plain data serializes")
+    );
+    code
+}
+
+/// The job before the call, or `None` (said on stderr).
+async fn pre_image(connected: &Connected, stderr: &mut dyn Write) -> Option<JobSnapshot> {
+    let read = match connected.read_job().await {
+        Ok(read) => JobRead::from_outcome(&read),
+        Err(e) => JobRead::NoAnswer(e.to_string()),
+    };
+    match read {
+        JobRead::Job(job) => {
+            let snapshot = verify::snapshot(&job, jiff::Timestamp::now());
             let _ = writeln!(
-                stdout,
-                "{}",
-                serde_json::to_string(&out).expect("plain data serializes")
+                stderr,
+                "dts-operator reset: before the call the job is {}",
+                snapshot.status.as_deref().unwrap_or("without a status")
             );
-            exit_code(run.result)
+            Some(snapshot)
+        }
+        other => {
+            let _ = writeln!(
+                stderr,
+                "dts-operator reset: the job could not be read before the call ({other:?}); an uncertain outcome cannot be verified"
+            );
+            None
         }
     }
+}
+
+/// Checks an uncertain outcome against the job's state, as the controller does: `true` when
+/// the job proves the reset ran. Never sends the reset again.
+async fn verify_outcome(
+    connected: &Connected,
+    before: Option<&JobSnapshot>,
+    policy: &VerifyPolicy,
+    stderr: &mut dyn Write,
+) -> bool {
+    let Some(mut v) = verify::begin(before, policy) else {
+        return false;
+    };
+    let started = tokio::time::Instant::now();
+    while v.state == VerificationState::Verifying {
+        tokio::time::sleep(policy.interval).await;
+        let read = match connected.read_job().await {
+            Ok(read) => JobRead::from_outcome(&read),
+            Err(e) => JobRead::NoAnswer(e.to_string()),
+        };
+        v = verify::next(
+            &v,
+            before,
+            &read,
+            started.elapsed(),
+            policy,
+            jiff::Timestamp::now(),
+        );
+        let _ = writeln!(
+            stderr,
+            "dts-operator reset: verifying: read {} shows {}",
+            v.checks.unwrap_or(0),
+            v.job_status.as_deref().unwrap_or("nothing")
+        );
+    }
+    let why = v.reason.as_deref().unwrap_or_default();
+    let _ = match v.state {
+        VerificationState::Verified => {
+            writeln!(stderr, "dts-operator reset: VERIFIED: {why}; the reset ran")
+        }
+        VerificationState::NoEffectObserved => writeln!(
+            stderr,
+            "dts-operator reset: no effect observed: {why}; the reset probably did not run (run again only if the job needs it)"
+        ),
+        _ => writeln!(
+            stderr,
+            "dts-operator reset: verification unavailable: {why}"
+        ),
+    };
+    v.state == VerificationState::Verified
 }
 
 /// The exit code of a final result.
@@ -191,13 +235,13 @@ pub fn exit_code(result: Final) -> i32 {
 
 /// `--dry-run`: the signed request with fresh credentials, printed, nothing sent.
 async fn dry_run(p: &Prepared, stdout: &mut dyn Write, stderr: &mut dyn Write) -> i32 {
-    let credentials = match p.provider.get().await {
+    let credentials = match p.connected.provider.get().await {
         Ok(c) => c,
         Err(e) => return usage(stderr, &e.to_string()),
     };
     let call = ResetCall {
         credentials,
-        ..p.template.clone()
+        ..p.connected.template.clone()
     };
     let _ = writeln!(stdout, "{}", dry_run_json(&call));
     let _ = writeln!(

@@ -34,8 +34,16 @@ impl Run {
 }
 
 async fn reset(args: &[&str], env: &[(&str, &str)]) -> Run {
+    command("reset", args, env).await
+}
+
+async fn describe(args: &[&str], env: &[(&str, &str)]) -> Run {
+    command("describe", args, env).await
+}
+
+async fn command(subcommand: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut cmd = tokio::process::Command::new(BIN);
-    cmd.arg("reset").args(args);
+    cmd.arg(subcommand).args(args);
     cmd.env_clear();
     cmd.env("PATH", std::env::var("PATH").unwrap_or_default());
     for (k, v) in env {
@@ -363,6 +371,9 @@ async fn help_documents_every_flag() {
         "--timeout",
         "--ca-bundle",
         "--dry-run",
+        "--verify",
+        "--verify-interval",
+        "--verify-window",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
@@ -425,4 +436,144 @@ async fn env_fallbacks_for_flags() {
     let calls = sim.executed_calls("job-env");
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0].region_id.as_deref(), Some("cn-beijing"));
+}
+
+/// `describe` as a process: the job's state as one JSON line (exit 0), the error answer of a job
+/// DTS does not know (exit 1), no answer (exit 3), usage (exit 2) — and it never resets.
+#[tokio::test]
+async fn describe_prints_the_job_and_its_exit_codes() {
+    let sim = sim().await;
+    let url = sim.url();
+    let mut env = creds();
+    env.push(("ALIBABA_CLOUD_SECURITY_TOKEN", TOKEN));
+    sim.add_sts_key(ID, SECRET, TOKEN);
+    for version in ["v3", "v1"] {
+        let run = describe(
+            &[
+                "--job-id",
+                "job-d1",
+                "--endpoint",
+                &url,
+                "--signature-version",
+                version,
+            ],
+            &env,
+        )
+        .await;
+        assert_eq!(run.code, 0, "{version}: {}", run.stderr);
+        let v = run.json();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        for k in [
+            "dtsJobId",
+            "dtsInstanceId",
+            "jobName",
+            "status",
+            "createTime",
+            "configured",
+            "requestId",
+        ] {
+            assert!(keys.contains(&k), "{version}: missing {k} in {v}");
+        }
+        assert_eq!(v["dtsJobId"], "job-d1");
+        assert_eq!(v["status"], "Synchronizing");
+        assert_eq!(v["configured"], true);
+        for secret in [SECRET, TOKEN] {
+            let forms = every_form(secret);
+            assert_no_secret(&run, &forms.iter().map(String::as_str).collect::<Vec<_>>());
+        }
+    }
+    // After a reset: NotConfigured, nothing configured.
+    assert_eq!(
+        reset(&["--job-id", "job-d1", "--endpoint", &url], &env)
+            .await
+            .code,
+        0
+    );
+    let v = describe(&["--job-id", "job-d1", "--endpoint", &url], &env)
+        .await
+        .json();
+    assert_eq!(
+        (v["status"].clone(), v["configured"].clone()),
+        ("NotConfigured".into(), false.into())
+    );
+    // A job DTS does not know.
+    sim.set_job("job-gone", None);
+    let run = describe(&["--job-id", "job-gone", "--endpoint", &url], &env).await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.json()["errCode"], "Forbidden.InstanceNotFound");
+    // Nobody listening: no answer.
+    let closed = format!("http://127.0.0.1:{}", crate::support::operator::free_port());
+    let run = describe(
+        &[
+            "--job-id",
+            "job-d1",
+            "--endpoint",
+            &closed,
+            "--timeout",
+            "1s",
+        ],
+        &env,
+    )
+    .await;
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    // Usage.
+    assert_eq!(
+        describe(&["--job-id", "a b", "--endpoint", &url], &env)
+            .await
+            .code,
+        2
+    );
+    assert_eq!(
+        sim.executed_calls("job-d1").len(),
+        1,
+        "only the one reset above: describe never resets"
+    );
+    assert!(sim.read_calls("job-d1").len() >= 3);
+}
+
+/// `reset --verify` proves a reset whose answer was lost (exit 0, `verified`), and reports one
+/// that did not run as unknown (exit 3) — one reset each, never re-sent.
+#[tokio::test]
+async fn reset_verify_proves_or_stays_unknown() {
+    let sim = sim().await;
+    let url = sim.url();
+    sim.script("job-vok", [Answer::executed_then(Answer::internal_error())]);
+    sim.script(
+        "job-vno",
+        [Answer::not_executed_then(Answer::internal_error())],
+    );
+    let verify = |job: &'static str, url: String| async move {
+        reset(
+            &[
+                "--job-id",
+                job,
+                "--endpoint",
+                &url,
+                "--verify",
+                "--verify-interval",
+                "300ms",
+                "--verify-window",
+                "2s",
+            ],
+            &creds(),
+        )
+        .await
+    };
+    let run = verify("job-vok", url.clone()).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let v = run.json();
+    assert_eq!(v["outcome"], "verified");
+    assert_eq!(v["httpStatusCode"], 500, "the answer as it came");
+    assert!(run.stderr.contains("VERIFIED"), "{}", run.stderr);
+    let run = verify("job-vno", url.clone()).await;
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert_eq!(run.json()["outcome"], "unknown");
+    assert!(run.stderr.contains("no effect observed"), "{}", run.stderr);
+    for job in ["job-vok", "job-vno"] {
+        assert_eq!(sim.executed_calls(job).len(), 1, "{job}: never re-sent");
+        assert!(
+            sim.read_calls(job).len() >= 2,
+            "{job}: read before and after"
+        );
+    }
 }

@@ -727,7 +727,9 @@ pub enum ApfLimit {
 pub struct ApfOptions {
     /// The priority level's `nominalConcurrencyShares`. Its seats are
     /// ceil(600 × shares / (245 + shares)) with this server's defaults (400 + 200 in flight,
-    /// built-in levels' shares summing to 245), but at least one: 0 → 1 seat, 1 → 3 seats.
+    /// built-in levels' shares summing to 245): 1 → 3 seats, 10 → 24. 0 is the server's
+    /// "jail": it still runs one request at a time (sequential requests pass, concurrent ones
+    /// are refused), and takes no seat from the other levels.
     pub shares: i32,
     /// Beyond the seats.
     pub limit: ApfLimit,

@@ -145,6 +145,10 @@ async fn reset_peer_breaks_a_request_with_a_connection_error_not_a_timeout() {
 #[tokio::test]
 async fn a_token_kubeconfig_goes_through_the_proxy_with_its_own_credentials() {
     let (_admin, ns) = setup("faults-token").await;
+    wait_listable(&format!(
+        "/apis/dtsops.io/v1alpha1/namespaces/{ns}/dtsjobresets"
+    ))
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let token_kubeconfig = operator_service_account(dir.path(), &ns, "op").await;
     let proxy = toxiproxy().await.apiserver_proxy("it-token").await;
@@ -261,6 +265,7 @@ async fn apf_throttles_one_service_account_with_real_429s_and_not_the_admin() {
 
     let sa = client_without_retries(&kubeconfig).await;
     let path = format!("/apis/dtsops.io/v1alpha1/namespaces/{ns}/dtsjobresets");
+    wait_listable(&path).await;
     let answers = burst(&sa, &path, 100).await;
     let counts = status_counts(&answers);
     eprintln!("throttled account, 100 at once: {counts:?}");

@@ -931,6 +931,30 @@ pub async fn burst(client: &Client, path: &str, n: usize) -> Vec<BurstAnswer> {
     futures::future::join_all((0..n).map(|_| one())).await
 }
 
+/// Waits (up to 30 s) until a LIST of `path` answers 200 to the admin without retries. Right
+/// after a CRD is Established, kube-apiserver answers its LISTs with 429 "storage is
+/// (re)initializing" (`Retry-After: 1`) until its watch cache is filled; kube's default retry
+/// layer hides that, a client without it (as the fault tests use) sees it. Call this before
+/// counting 429s so only the throttle's are counted.
+pub async fn wait_listable(path: &str) {
+    let mut config = cluster().await.config();
+    config.default_retry = false;
+    let client = Client::try_from(config).expect("admin client");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = burst(&client, path, 1).await.remove(0);
+        if answer.status == 200 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "LIST {path} still answers {} after 30 s",
+            answer.status
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// How many answers of a burst had each status.
 pub fn status_counts(answers: &[BurstAnswer]) -> BTreeMap<u16, usize> {
     let mut counts = BTreeMap::new();

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The project's one test command (README, .ci/run): format, lints, then every test — unit tests,
 # and integration tests against a real local kube-apiserver + etcd (hack/cluster.sh) and the
-# in-process DTS simulator, the alerting rules through promtool. Extra arguments go to the test
-# binaries (e.g. a test name filter).
+# in-process DTS simulator, the alerting rules through promtool, network faults through toxiproxy.
+# Extra arguments go to the test binaries (e.g. a test name filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -19,10 +19,14 @@ cp_pid=$!
 prom_log=$root/.local/prometheus-tools-build.log
 hack/tools/prometheus/build.sh >"$prom_log" 2>&1 &
 prom_pid=$!
+# toxiproxy (the fault tests' TCP proxy): under a minute cold, likewise in the background.
+toxi_log=$root/.local/toxiproxy-build.log
+hack/tools/toxiproxy/build.sh >"$toxi_log" 2>&1 &
+toxi_pid=$!
 
 started_cluster=0
 cleanup() {
-  kill "$cp_pid" "$prom_pid" 2>/dev/null || true
+  kill "$cp_pid" "$prom_pid" "$toxi_pid" 2>/dev/null || true
   if [ "$started_cluster" = 1 ]; then
     step "stopping the local control plane"
     hack/cluster.sh down || true
@@ -50,6 +54,13 @@ step "waiting for the promtool build (log: $prom_log)"
 if ! wait "$prom_pid"; then
   tail -n 50 "$prom_log" >&2
   echo "hack/test.sh: building promtool failed" >&2
+  exit 1
+fi
+
+step "waiting for the toxiproxy build (log: $toxi_log)"
+if ! wait "$toxi_pid"; then
+  tail -n 50 "$toxi_log" >&2
+  echo "hack/test.sh: building toxiproxy failed" >&2
   exit 1
 fi
 

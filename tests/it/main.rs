@@ -1,11 +1,12 @@
 //! One integration-test binary (one link on small CI machines), one module per area:
 //! signing vectors, the DTS client and `reset` against the simulator, the control plane itself,
 //! the operator end to end, and what ships (deploy/, crds/, hack/demo.sh) and what watches it
-//! (alerts and dashboard).
+//! (alerts and dashboard); and the fault tools (network, clocks, throttling) the scenarios use.
 
 mod client;
 mod controlplane;
 mod deploy;
+mod faults;
 mod fencing;
 mod monitoring;
 mod operator;

@@ -1,6 +1,8 @@
-//! Test support: the real control plane (`cluster`) and the operator process harness
-//! (`operator`), and the forms a secret can take on the wire.
+//! Test support: the real control plane (`cluster`), the operator process harness
+//! (`operator`), real faults — network, clocks, throttling — (`faults`), and the forms a secret
+//! can take on the wire.
 pub mod cluster;
+pub mod faults;
 pub mod operator;
 
 use dts_operator::aliyun::encoding::pct;

@@ -122,6 +122,14 @@ impl OperatorOptions {
         self.env.push((k.to_string(), v.to_string()));
         self
     }
+
+    /// Runs the operator under libfaketime, its wall clock `offset` (`+15s`, `-15s`, `+2m`)
+    /// from the real one while its monotonic clock (tokio's timers) stays the kernel's; see
+    /// [`super::faults::faketime_env`]. Panics when libfaketime is not installed.
+    pub fn faketime(mut self, offset: &str) -> Self {
+        self.env.extend(super::faults::faketime_env(offset));
+        self
+    }
 }
 
 impl Operator {

@@ -130,7 +130,7 @@ impl Metrics {
         let leader = Gauge::default();
         registry.register(
             "leader",
-            "1 on the replica that acts (leader, or the only one), else 0",
+            "Whether this replica acts: 1 on the leader (or the only replica), else 0",
             leader.clone(),
         );
         let verifications = Family::<VerificationLabels, Counter>::default();

@@ -10,6 +10,7 @@ mod faults;
 mod fencing;
 mod monitoring;
 mod operator;
+mod partitions;
 mod reset_cli;
 mod signer_vectors;
 mod support;

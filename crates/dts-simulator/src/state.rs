@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::answer::Answer;
+use crate::oidc::OidcProvider;
 use crate::record::RecordedCall;
 use crate::verify::{KeyRecord, KeyStore};
 
@@ -40,6 +41,7 @@ struct Mutable {
     gates: HashMap<String, Gate>,
     sts_validity: Option<Duration>,
     valid_oidc_tokens: Option<HashSet<String>>,
+    oidc_provider: Option<OidcProvider>,
     clock_offset: jiff::SignedDuration,
 }
 
@@ -59,6 +61,7 @@ impl Shared {
                 gates: HashMap::new(),
                 sts_validity,
                 valid_oidc_tokens: None,
+                oidc_provider: None,
                 clock_offset: jiff::SignedDuration::ZERO,
             }),
             gate_events: watch::channel(0).0,
@@ -143,6 +146,14 @@ impl Shared {
             Some(valid) => valid.contains(token),
             None => !token.is_empty(),
         }
+    }
+
+    pub(crate) fn set_oidc_provider(&self, provider: OidcProvider) {
+        self.lock().oidc_provider = Some(provider);
+    }
+
+    pub(crate) fn oidc_provider(&self) -> Option<OidcProvider> {
+        self.lock().oidc_provider.clone()
     }
 
     // --- record ----------------------------------------------------------------------------

@@ -1,10 +1,12 @@
 //! One integration-test binary (one link on small CI machines), one module per area:
 //! signing vectors, the DTS client and `reset` against the simulator, the control plane itself,
-//! the operator end to end, and what ships (deploy/, crds/, hack/demo.sh).
+//! the operator end to end, what ships (deploy/, crds/, hack/demo.sh), and the operator as a Pod on
+//! a real node (`node`, run by hack/test.sh on a control plane with a node).
 
 mod client;
 mod controlplane;
 mod deploy;
+mod node;
 mod operator;
 mod reset_cli;
 mod signer_vectors;

@@ -1,4 +1,5 @@
-//! Test support: the real control plane (`cluster`) and the operator process harness
-//! (`operator`).
+//! Test support: the real control plane (`cluster`), the operator process harness
+//! (`operator`) and the local node for Pods (`node`).
 pub mod cluster;
+pub mod node;
 pub mod operator;

@@ -9,7 +9,8 @@
 #                           line is the archive (an OCI image layout, tarred)
 #   hack/image.sh import    build, then import it into the running node's containerd as
 #                           docker.io/library/dts-operator:<version> (what the chart's and
-#                           kustomize's `dts-operator:<version>` resolve to)
+#                           kustomize's `dts-operator:<version>` resolve to); the LAST stdout
+#                           line is that name
 #   hack/image.sh pause     the node's pause image archive (from hack/controlplane/build.sh's
 #                           pause program)
 #   hack/image.sh archive-if-built   the archive's path if built for these sources, else exit 1
@@ -130,7 +131,10 @@ cmd_build() {
   [ -s "$ca" ] || die "$ca missing (Debian: apt-get install ca-certificates)"
   local rootfs
   rootfs=$(mktemp -d "$dir/rootfs.XXXXXX")
+  # mktemp makes it 0700: the image's / must be searchable by its non-root user.
+  chmod 0755 "$rootfs"
   mkdir -p "$rootfs/etc/ssl/certs" "$rootfs/home/nonroot" "$rootfs/tmp"
+  chmod 0755 "$rootfs/etc" "$rootfs/etc/ssl" "$rootfs/etc/ssl/certs" "$rootfs/home"
   install -m 0755 "$dir/dts-operator" "$rootfs/dts-operator"
   install -m 0644 "$ca" "$rootfs/etc/ssl/certs/ca-certificates.crt"
   # As in distroless: root, nobody and nonroot (65532), none with a login shell.
@@ -181,6 +185,7 @@ cmd_pause() {
   if [ ! -f "$dir/pause.oci.tar" ]; then
     local rootfs
     rootfs=$(mktemp -d "$dir/rootfs.XXXXXX")
+    chmod 0755 "$rootfs"
     install -m 0755 "$bin/pause" "$rootfs/pause"
     tar --sort=name --mtime=@0 --numeric-owner --owner=0 --group=0 -C "$rootfs" -cf "$dir/pause-layer.tar" .
     rm -rf "$rootfs"
@@ -195,8 +200,12 @@ cmd_import() {
   local archive env address
   archive=$(cmd_build | tail -n 1)
   env=$root/.local/node/node.env
-  [ -f "$env" ] || die "no node is up (hack/cluster.sh up --with-node)"
-  address=$(sed -n 's/^CONTAINERD_ADDRESS=//p' "$env")
+  # hack/node.sh names its containerd itself while the node is starting.
+  address=${DTS_NODE_CONTAINERD_ADDRESS:-}
+  if [ -z "$address" ]; then
+    [ -f "$env" ] || die "no node is up (hack/cluster.sh up --with-node)"
+    address=$(sed -n 's/^CONTAINERD_ADDRESS=//p' "$env")
+  fi
   [ -S "$address" ] || die "the node's containerd is not running ($address)"
   ctr --address "$address" --namespace k8s.io images import --index-name "$image_name" "$archive" >/dev/null
   ctr --address "$address" --namespace k8s.io images ls -q | grep -qxF "$image_name" ||

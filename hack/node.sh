@@ -588,7 +588,7 @@ cmd_up() {
     [ -x "$bin/$p" ] || die "build did not produce $p (in '$bin')"
   done
   take_snapshot
-  trap 'rc=$?; if [ "$rc" != 0 ]; then log "up failed; removing what was started (logs stay in $local_dir)"; teardown; fi' EXIT
+  trap 'rc=$?; if [ "$rc" != 0 ]; then log "up failed; removing what was started (logs stay in $local_dir)"; teardown; host_check || true; fi' EXIT
   mkdir -p "$state/pki" "$state/kubelet" "$state/pod-logs"
   chmod 700 "$state/pki"
 
@@ -630,7 +630,7 @@ cmd_up() {
   # The operator's image, if hack/image.sh built one for these sources already.
   if archive=$("$root/hack/image.sh" archive-if-built 2>/dev/null | tail -n 1) && [ -n "$archive" ]; then
     log "importing the operator's image ($archive)"
-    "$root/hack/image.sh" import >/dev/null
+    DTS_NODE_CONTAINERD_ADDRESS=$containerd_sock "$root/hack/image.sh" import >/dev/null
   fi
 
   write_kubelet_config

@@ -161,7 +161,9 @@ snap_tables() { nft list tables 2>/dev/null | sort; }
 snap_routes() { { ip -4 route show table all; ip -6 route show table all; } 2>/dev/null | sed -E 's/ expires [0-9]+sec//; s/ +$//' | sort; }
 snap_links() { ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | sed 's/@.*//' | sort; }
 snap_mounts() { awk '{print $5}' /proc/self/mountinfo | sort; }
-snap_cgroups() { find /sys/fs/cgroup -mindepth 1 -maxdepth 3 -type d 2>/dev/null | sort; }
+# Top-level groups only: below them the machine itself creates and removes groups all the time
+# (kubepods anywhere is checked on its own).
+snap_cgroups() { find /sys/fs/cgroup -mindepth 1 -maxdepth 2 -type d 2>/dev/null | sort; }
 snap_sysctls() {
   local k
   for k in "${sysctls[@]}"; do

@@ -103,7 +103,7 @@ build_binary() { # DIR
       cargo build --release --locked --target "$target" -p dts-operator --bin dts-operator
   ) >&2
   local built=$cache/target/$target/release/dts-operator
-  if ldd "$built" >/dev/null 2>&1 && ! ldd "$built" 2>&1 | grep -q 'statically linked'; then
+  if ldd "$built" >/dev/null 2>&1 && ! ldd "$built" 2>&1 | grep 'statically linked' >/dev/null; then
     die "$built is not statically linked"
   fi
   cp -f "$built" "$dir/dts-operator.tmp"
@@ -208,7 +208,8 @@ cmd_import() {
   fi
   [ -S "$address" ] || die "the node's containerd is not running ($address)"
   ctr --address "$address" --namespace k8s.io images import --index-name "$image_name" "$archive" >/dev/null
-  ctr --address "$address" --namespace k8s.io images ls -q | grep -qxF "$image_name" ||
+  # Not `grep -q`: under pipefail its early exit would fail the pipeline (SIGPIPE to ctr).
+  ctr --address "$address" --namespace k8s.io images ls -q | grep -xF "$image_name" >/dev/null ||
     die "$image_name is not in the node's containerd after the import"
   log "imported $image_name"
   echo "$image_name"

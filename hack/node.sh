@@ -84,7 +84,7 @@ pid_of() {
   marker=$(cat "$state/$name.marker" 2>/dev/null || true)
   [[ $pid =~ ^[0-9]+$ ]] || return 0
   [ -r "/proc/$pid/cmdline" ] || return 0
-  tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qxF -- "$marker" || return 0
+  tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -xF -- "$marker" >/dev/null || return 0
   case $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) in Z | X | "") return 0 ;; esac
   echo "$pid"
 }
@@ -155,6 +155,8 @@ node_pids() {
 
 # --- host snapshot and self-check --------------------------------------------------------------
 
+# (Pipelines here end in `grep ... >/dev/null`, never `grep -q`: with pipefail, a grep that stops
+# reading early fails the pipeline through the writer's SIGPIPE.)
 # What `down` must give back. Volatile fields (rule counters, address lifetimes) are dropped.
 snap_ruleset() { nft list ruleset 2>/dev/null | sed -E 's/counter packets [0-9]+ bytes [0-9]+/counter/'; }
 snap_tables() { nft list tables 2>/dev/null | sort; }
@@ -202,8 +204,8 @@ host_check() {
     problem "kubepods cgroups left: $(find /sys/fs/cgroup -name 'kubepods*' -type d 2>/dev/null | head -n 3 | tr '\n' ' ')"
   fi
   if ip link show "$bridge" >/dev/null 2>&1; then problem "bridge $bridge left"; fi
-  if ip -4 route show table local | grep -q "^local $service_cidr"; then problem "local route $service_cidr left"; fi
-  if nft list ruleset 2>/dev/null | grep -qE "chain (KUBE-|$chain)"; then
+  if ip -4 route show table local | grep "^local $service_cidr" >/dev/null; then problem "local route $service_cidr left"; fi
+  if nft list ruleset 2>/dev/null | grep -E "chain (KUBE-|$chain)" >/dev/null; then
     problem "iptables chains left: $(nft list ruleset 2>/dev/null | grep -oE "chain (KUBE-|$chain)[A-Z0-9-]*" | sort -u | tr '\n' ' ')"
   fi
   if [ -d "$snapshot" ]; then
@@ -282,7 +284,7 @@ teardown() {
     while read -r _ family table; do
       [ -n "$table" ] || continue
       if ! grep -qxF "table $family $table" "$snapshot/tables" &&
-        ! nft list table "$family" "$table" 2>/dev/null | grep -qE '^\s+(ip|ip6|meta|tcp|udp|counter|jump|goto|oifname|iifname|ct|mark|drop|accept|return|dnat|snat|masquerade)'; then
+        ! nft list table "$family" "$table" 2>/dev/null | grep -E '^\s+(ip|ip6|meta|tcp|udp|counter|jump|goto|oifname|iifname|ct|mark|drop|accept|return|dnat|snat|masquerade)' >/dev/null; then
         nft delete table "$family" "$table" 2>/dev/null
       fi
     done < <(snap_tables)
@@ -373,10 +375,10 @@ preflight() {
     port_busy 127.0.0.1 "$p" && die "port 127.0.0.1:$p is in use (DTS_NODE_*_PORT)"
   done
   if ip link show "$bridge" >/dev/null 2>&1; then die "a bridge $bridge exists: another node is up on this machine"; fi
-  if ip -4 -o addr show | grep -qE ' inet 10\.(88|0)\.0\.' || ip -4 route show table all | grep -qE '^(local |broadcast )?10\.(88|0)\.0\.'; then
+  if ip -4 -o addr show | grep -E ' inet 10\.(88|0)\.0\.' >/dev/null || ip -4 route show table all | grep -E '^(local |broadcast )?10\.(88|0)\.0\.' >/dev/null; then
     die "10.88.0.0/24 or 10.0.0.0/24 is already used on this machine; the node needs both"
   fi
-  openssl x509 -in "$pki/apiserver.crt" -noout -ext subjectAltName 2>/dev/null | grep -q "IP Address:$service_ip\(,\|$\)" ||
+  openssl x509 -in "$pki/apiserver.crt" -noout -ext subjectAltName 2>/dev/null | grep "IP Address:$service_ip\(,\|$\)" >/dev/null ||
     die "the API server's certificate lacks IP:10.0.0.1: restart the control plane (hack/cluster.sh down; hack/cluster.sh up --with-node)"
 }
 
@@ -628,7 +630,7 @@ cmd_up() {
   local archive
   archive=$("$root/hack/image.sh" pause | tail -n 1)
   ctr_ images import --index-name "$pause_image" "$archive" >/dev/null
-  ctr_ images ls -q | grep -qxF "$pause_image" || die "the pause image was not imported as $pause_image"
+  ctr_ images ls -q | grep -xF "$pause_image" >/dev/null || die "the pause image was not imported as $pause_image"
   # The operator's image, if hack/image.sh built one for these sources already.
   if archive=$("$root/hack/image.sh" archive-if-built 2>/dev/null | tail -n 1) && [ -n "$archive" ]; then
     log "importing the operator's image ($archive)"

@@ -424,23 +424,35 @@ async fn two_replicas_one_leader_and_a_force_deleted_leader_is_replaced_within_t
         ])
         .await
         .expect_ok("kubectl delete pod --force");
-        let new_holder = eventually(
-            "the standby takes the Lease",
-            lease_duration * 3,
-            || async {
-                lease_holder(&ns, LEASE)
-                    .await
-                    .filter(|h| h.starts_with(&format!("{}-", pod_name(&standby))))
-            },
-        )
-        .await;
-        let takeover = killed.elapsed();
-        eventually("the new leader's gauge", Duration::from_secs(30), || async {
-            (leader_gauge(&standby).await == Some(1)).then_some(())
+        // The other replica — or the Pod the Deployment starts in the killed one's place, which
+        // competes from its first second — takes the Lease once it runs out.
+        let old_prefix = format!("{}-", pod_name(&leader));
+        let new_holder = eventually("another Pod takes the Lease", lease_duration * 3, || async {
+            lease_holder(&ns, LEASE)
+                .await
+                .filter(|h| !h.starts_with(&old_prefix))
         })
         .await;
+        let takeover = killed.elapsed();
+        let successor = eventually("the new holder's Pod", Duration::from_secs(30), || async {
+            holder_pod(&pods(&ns, &sel).await, &new_holder).cloned()
+        })
+        .await;
+        // Read the Pod afresh each time: a replacement that won may not have its IP in its
+        // status yet.
+        let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        eventually("the new leader's gauge", Duration::from_secs(30), || async {
+            let p = api.get_opt(&pod_name(&successor)).await.ok().flatten()?;
+            (leader_gauge(&p).await == Some(1)).then_some(())
+        })
+        .await;
+        let who = if pod_name(&successor) == pod_name(&standby) {
+            "the standby"
+        } else {
+            "the replacement Pod"
+        };
         eprintln!(
-            "figure: force-deleted leader -> standby holds the Lease after {takeover:.1?} (lease {lease_duration:?})"
+            "figure: force-deleted leader -> {who} holds the Lease after {takeover:.1?} (lease {lease_duration:?})"
         );
         // It acquires at its first retry after the lease it last saw renewed runs out: within
         // the lease duration of the kill, plus one retry period (a fifth of it).

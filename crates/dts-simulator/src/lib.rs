@@ -118,7 +118,9 @@ impl SimConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The bind address is not loopback (and not allowed, or every interface).
-    #[error("refusing to listen on {0}: the simulator only listens on loopback addresses, or on one allowed address of this machine")]
+    #[error(
+        "refusing to listen on {0}: the simulator only listens on loopback addresses, or on one allowed address of this machine"
+    )]
     NotLoopback(SocketAddr),
     /// A non-loopback address was allowed, but without TLS.
     #[error(

@@ -123,8 +123,9 @@ if [ "$run_node" = 1 ]; then
   fi
   hack/image.sh import >/dev/null
   step "cargo test node:: (the operator as a Pod)"
-  # Node tests mostly wait (for Pods, leases, a token rotation): run them side by side.
-  threads=(--test-threads=8)
+  # Node tests mostly wait (for Pods, leases, a token rotation): run them side by side. Their
+  # `figure:` lines (install to Ready, takeover, hand-over, rotation) are shown at the end.
+  threads=(--test-threads=8 --show-output)
   case " ${flags[*]} " in *" --test-threads"*) threads=() ;; esac
   cargo test --test it --locked -- "${threads[@]}" "${flags[@]}" "${node_filters[@]:-node::}"
 fi

@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # A real local Kubernetes control plane for the integration tests: etcd and
 # kube-apiserver (v1.36.3, built from pinned Go modules by hack/controlplane/build.sh),
-# on 127.0.0.1 only, with RBAC authorization. No controller-manager, scheduler or
-# kubelet: no garbage collection, namespaces stay Terminating, no default
-# ServiceAccounts, no Pods run.
+# on 127.0.0.1 only, with Node and RBAC authorization. By default no controller-manager,
+# scheduler or kubelet: no garbage collection, namespaces stay Terminating, no default
+# ServiceAccounts, no Pods run. With --with-node, also one real node (hack/node.sh: kubelet,
+# containerd, kube-controller-manager, kube-scheduler; root only), so Pods run.
 #
-#   hack/cluster.sh up      build if needed, start (or reuse) the control plane, wait
-#                           until /readyz is ok; the LAST stdout line is
-#                           `export KUBECONFIG=<absolute path>` (progress goes to stderr)
-#   hack/cluster.sh down    stop what `up` started (by saved PIDs), remove its data
-#   hack/cluster.sh status  exit 0 when up and ready, non-zero otherwise
+#   hack/cluster.sh up [--with-node]
+#                           build if needed, start (or reuse) the control plane, wait
+#                           until /readyz is ok (and, with --with-node, until the node is
+#                           Ready); the LAST stdout line is `export KUBECONFIG=<absolute
+#                           path>` (progress goes to stderr)
+#   hack/cluster.sh down    stop what `up` started (by saved PIDs), remove its data; a node
+#                           goes first, and its host self-check must pass (exit 1 otherwise)
+#   hack/cluster.sh status  exit 0 when up and ready (and the node, if one was started)
+#   hack/cluster.sh check   the host self-check of hack/node.sh: nothing of a node is left
 #
 # State, PKI, logs and PID files: <repo>/.local/cluster/. etcd's data lives on
 # /dev/shm when that is writable. Ports (all on 127.0.0.1), overridable:
@@ -149,7 +154,7 @@ gen_pki() {
       rm -f "$1.csr" "$1.ext"
     }
     sign apiserver "/CN=kube-apiserver" \
-      'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n'
+      'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1,IP:10.0.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\n'
     sign admin "/O=system:masters/CN=dts-operator-admin" \
       'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n'
     openssl genrsa -out sa.key 2048 2>/dev/null
@@ -277,8 +282,10 @@ cmd_up() {
     "--service-account-key-file=$pki/sa.pub" \
     "--service-account-signing-key-file=$pki/sa.key" \
     --service-cluster-ip-range=10.0.0.0/24 \
-    --authorization-mode=RBAC \
-    --disable-admission-plugins=ServiceAccount \
+    --authorization-mode=Node,RBAC \
+    "--kubelet-client-certificate=$pki/admin.crt" \
+    "--kubelet-client-key=$pki/admin.key" \
+    --kubelet-preferred-address-types=InternalIP \
     --allow-privileged=true \
     --endpoint-reconciler-type=none \
     --profiling=false
@@ -293,14 +300,27 @@ cmd_up() {
   export_line
 }
 
+# A node was started from this checkout and may still hold host state.
+node_started() { [ -f "$root/.local/node/node.env" ] || [ -d "${DTS_NODE_STATE_DIR:-/run/dts-operator-node}" ]; }
+
 cmd_down() {
+  local rc=0
+  if node_started; then
+    # The node needs the API server to delete its Pods cleanly: it goes first.
+    "$root/hack/node.sh" down || rc=$?
+    rm -f "$root/.local/node/node.env"
+  fi
   teardown
   log "down"
+  return "$rc"
 }
 
 cmd_status() {
   if is_up; then
     log "up and ready: https://127.0.0.1:$(cat "$state/apiserver.port"), kubeconfig $kubeconfig"
+    if [ -f "$root/.local/node/node.env" ]; then
+      "$root/hack/node.sh" status
+    fi
     return 0
   fi
   local name
@@ -316,11 +336,22 @@ usage() {
 }
 
 cmd=${1:-}
+with_node=0
 case $cmd in
-up | down | status) ;;
+up)
+  case ${2:-} in
+  "") ;;
+  --with-node) with_node=1 ;;
+  *) usage; exit 2 ;;
+  esac
+  ;;
+down | status | check) [ $# -le 1 ] || { usage; exit 2; } ;;
 -h | --help | help) usage 1; exit 0 ;;
 *) usage; exit 2 ;;
 esac
+if [ "$cmd" = check ]; then
+  exec "$root/hack/node.sh" check
+fi
 
 mkdir -p "$state"
 if [ "$cmd" != status ]; then
@@ -328,4 +359,10 @@ if [ "$cmd" != status ]; then
   exec 8>"$state/lock"
   flock 8
 fi
-"cmd_$cmd"
+if [ "$cmd" = up ] && [ "$with_node" = 1 ]; then
+  line=$(cmd_up | tail -n 1)
+  "$root/hack/node.sh" up >/dev/null
+  printf '%s\n' "$line"
+else
+  "cmd_$cmd"
+fi

@@ -7,18 +7,25 @@
 # refuses), shows `kubectl get` / `kubectl describe` as they progress, checks the outcome, and
 # stops everything it started.
 #
-#   hack/demo.sh          pauses between steps (press Enter)
-#   hack/demo.sh --ci     no pauses (also DEMO_NONINTERACTIVE=1, or when stdin is not a terminal)
+#   hack/demo.sh               pauses between steps (press Enter)
+#   hack/demo.sh --ci          no pauses (also DEMO_NONINTERACTIVE=1, or when stdin is not a terminal)
+#   hack/demo.sh --in-cluster  the same story with the operator as a Pod: a local node
+#                              (hack/cluster.sh up --with-node; root), the image from
+#                              hack/image.sh, `helm install` of deploy/helm/dts-operator, and the
+#                              simulator serving https on the node's bridge as a private gateway,
+#                              trusted through the chart's caBundle. Combines with --ci.
 #
 # Either way it exits non-zero when the three resources do not end as described (Succeeded after
-# one call; Succeeded after more than one; Failed after one call).
+# one call; Succeeded after more than one; Failed after one call) — in-cluster also when the Pod
+# does not run as uid 65532 without capabilities, or its log says "forbidden".
 #
 # Environment (all optional):
 #   DEMO_NAMESPACE      namespace of the demo resources (default dts-demo)
 #   DEMO_TIMEOUT        seconds to wait for the three outcomes (default 120)
 #   DEMO_KEEP_CLUSTER=1 never stop the control plane, even if this script started it
 #   DEMO_SKIP_BUILD=1   use prebuilt binaries: DEMO_OPERATOR_BIN and DEMO_SIMULATOR_BIN (default:
-#                       the cargo target directory's debug/ binaries)
+#                       the cargo target directory's debug/ binaries); in-cluster, the image is
+#                       still hack/image.sh's (cached: built once per source change)
 #   DTS_CLUSTER_ETCD_PORT, DTS_CLUSTER_ETCD_PEER_PORT, DTS_CLUSTER_APISERVER_PORT: the control
 #                       plane's ports if it has to be started (see hack/cluster.sh)
 set -euo pipefail
@@ -28,9 +35,11 @@ root=$(pwd)
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 
 interactive=1
+in_cluster=0
 for arg in "$@"; do
   case $arg in
   --ci) interactive=0 ;;
+  --in-cluster) in_cluster=1 ;;
   -h | --help) usage; exit 0 ;;
   *) usage >&2; exit 2 ;;
   esac
@@ -72,7 +81,9 @@ alive() { kill -0 "$1" 2>/dev/null && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/d
 # --- teardown: only what this script started ----------------------------------------
 
 sim_pid="" op_pid="" kubeconfig="" apiserver_pid_before="" cluster_touched=0
+node_was_up=0 release_installed=0 release=dts-demo
 pidfile=$root/.local/cluster/kube-apiserver.pid
+node_env=$root/.local/node/node.env
 
 stop_pid() { # NAME PID: TERM, wait up to 20 s, then KILL
   local name=$1 pid=$2 i
@@ -99,6 +110,10 @@ cleanup() {
   set +e
   printf '\n%s== cleaning up%s\n' "$bold" "$off"
   [ -n "$op_pid" ] && stop_pid operator "$op_pid"
+  if [ "$release_installed" = 1 ]; then
+    say "uninstalling the Helm release $release (namespace $ns)"
+    "$root/.local/bin/helm" --kubeconfig "$kubeconfig" uninstall "$release" -n "$ns" --wait --timeout 60s 2>&1 | sed 's/^/  /'
+  fi
   [ -n "$sim_pid" ] && stop_pid "DTS simulator" "$sim_pid"
   local after=""
   after=$(cat "$pidfile" 2>/dev/null)
@@ -106,11 +121,22 @@ cleanup() {
     [ "${DEMO_KEEP_CLUSTER:-}" != 1 ]; then
     say "stopping the local control plane this demo started"
     hack/cluster.sh down 2>&1 | sed 's/^/  /'
+    [ "${PIPESTATUS[0]}" = 0 ] || rc=1
+  elif [ "$in_cluster" = 1 ] && [ "$node_was_up" = 0 ] && [ -f "$node_env" ] && [ "${DEMO_KEEP_CLUSTER:-}" != 1 ]; then
+    say "stopping the node this demo started (the control plane was already running)"
+    hack/node.sh down 2>&1 | sed 's/^/  /'
+    [ "${PIPESTATUS[0]}" = 0 ] || rc=1
+    rm -f "$node_env"
+    for f in "${examples[@]}"; do k delete -n "$ns" -f "$f" --ignore-not-found --wait=false >/dev/null 2>&1; done
   elif [ -n "$kubeconfig" ] && [ -f "$kubeconfig" ]; then
     # The control plane was already running (e.g. hack/test.sh's): leave it, remove our objects.
     say "leaving the control plane running (it was not started by this demo); removing the demo's objects from namespace $ns"
     for f in "${examples[@]}"; do k delete -n "$ns" -f "$f" --ignore-not-found --wait=false >/dev/null 2>&1; done
     k delete secret -n "$ns" dts-credentials --ignore-not-found >/dev/null 2>&1
+    if [ "$in_cluster" = 1 ]; then
+      # With a node, namespaces really go (the controller-manager finishes them).
+      k delete namespace "$ns" --ignore-not-found --wait=false >/dev/null 2>&1
+    fi
   fi
   say "logs of this run: $work/"
   exit "$rc"
@@ -128,6 +154,12 @@ say ""
 say "Here everything runs on this machine: a local Kubernetes control plane (kube-apiserver +"
 say "etcd), and a DTS SIMULATOR in place of Alibaba Cloud. The simulator checks request"
 say "signatures like the real gateway and answers from a script; no real DTS task is touched."
+if [ "$in_cluster" = 1 ]; then
+  say ""
+  say "In-cluster: a real node runs the operator as a Pod, installed with Helm from"
+  say "deploy/helm/dts-operator; the simulator plays a private DTS gateway over https."
+  [ "$(id -u)" = 0 ] || fail "--in-cluster needs root: the node sets up a bridge, mounts and cgroups"
+fi
 [ "$interactive" = 1 ] || say "(non-interactive: no pauses)"
 pause
 
@@ -148,21 +180,42 @@ if [ -z "${DEMO_OPERATOR_BIN:-}" ] || [ -z "${DEMO_SIMULATOR_BIN:-}" ]; then
 fi
 operator_bin=${DEMO_OPERATOR_BIN:-$target_dir/debug/dts-operator}
 simulator_bin=${DEMO_SIMULATOR_BIN:-$target_dir/debug/dts-simulator}
-[ -x "$operator_bin" ] || fail "no operator binary at $operator_bin"
+[ "$in_cluster" = 1 ] || [ -x "$operator_bin" ] || fail "no operator binary at $operator_bin"
 [ -x "$simulator_bin" ] || fail "no simulator binary at $simulator_bin"
+if [ "$in_cluster" = 1 ]; then
+  say "The operator's image: hack/image.sh builds a static release binary and packs it with crane"
+  say "(no container engine), with deploy/Dockerfile's runtime layout. The first build takes minutes."
+  printf '%s$ hack/image.sh build%s\n' "$dim" "$off"
+  hack/image.sh build >/dev/null
+fi
 
 rm -rf "$work"
 mkdir -p "$work"
 
 # --- 2. control plane ----------------------------------------------------------------------
 
-step "Starting a local Kubernetes control plane (hack/cluster.sh up)"
-say "kube-apiserver and etcd on 127.0.0.1, nothing else: no nodes, no pods. That is all an"
-say "operator needs. If one is already running (hack/test.sh's), it is reused and left running."
-say "(the first run on a machine builds kube-apiserver, etcd, kubectl and helm: about 10 minutes)"
+if [ "$in_cluster" = 1 ]; then
+  step "Starting a local Kubernetes control plane and node (hack/cluster.sh up --with-node)"
+  say "kube-apiserver and etcd on 127.0.0.1, plus one node: kubelet, containerd, controller-manager,"
+  say "scheduler, on a bridge (10.88.0.1/24) from which nothing leaves this machine. What was"
+  say "already running is reused and left running."
+  say "(the first run on a machine builds the programs: about 10-15 minutes)"
+  [ -f "$node_env" ] && node_was_up=1
+else
+  step "Starting a local Kubernetes control plane (hack/cluster.sh up)"
+  say "kube-apiserver and etcd on 127.0.0.1, nothing else: no nodes, no pods. That is all an"
+  say "operator needs. If one is already running (hack/test.sh's), it is reused and left running."
+  say "(the first run on a machine builds kube-apiserver, etcd, kubectl and helm: about 10 minutes)"
+fi
 apiserver_pid_before=$(cat "$pidfile" 2>/dev/null || true)
 cluster_touched=1
-export_line=$(hack/cluster.sh up | tail -n 1)
+if [ "$in_cluster" = 1 ]; then
+  export_line=$(hack/cluster.sh up --with-node | tail -n 1)
+  printf '%s$ hack/image.sh import%s\n' "$dim" "$off"
+  hack/image.sh import >/dev/null
+else
+  export_line=$(hack/cluster.sh up | tail -n 1)
+fi
 kubeconfig=${export_line#export KUBECONFIG=}
 [ -f "$kubeconfig" ] || fail "hack/cluster.sh up printed no kubeconfig ($export_line)"
 if [ "$(cat "$pidfile" 2>/dev/null)" = "$apiserver_pid_before" ]; then
@@ -190,21 +243,44 @@ pause
 # --- 3. the simulator ----------------------------------------------------------------------
 
 step "Starting the DTS SIMULATOR (not Alibaba Cloud)"
-say "It plays the DTS gateway on a free loopback port, accepts one made-up access key, and answers"
-say "from hack/demo-simulator-script.json:"
+sim_args=(--listen 127.0.0.1:0)
+curl_tls=()
+if [ "$in_cluster" = 1 ]; then
+  node_ip=$(sed -n 's/^NODE_IP=//p' "$node_env")
+  say "It plays a private DTS gateway: https on the node's bridge address $node_ip, with a"
+  say "certificate from a CA made here (openssl), as a company's own gateway would have."
+  (
+    cd "$work"
+    umask 077
+    openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 1 -keyout ca.key -out ca.crt \
+      -subj "/CN=dts-demo gateway CA" -addext "basicConstraints=critical,CA:TRUE" \
+      -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+    openssl req -new -newkey rsa:2048 -nodes -sha256 -keyout gateway.key -out gateway.csr \
+      -subj "/CN=dts-gateway.demo" 2>/dev/null
+    printf 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:%s\n' "$node_ip" >gateway.ext
+    openssl x509 -req -sha256 -days 1 -in gateway.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+      -extfile gateway.ext -out gateway.crt 2>/dev/null
+  ) || fail "could not make the gateway's certificate"
+  sim_args=(--listen "$node_ip:0" --allow-non-loopback --tls-cert "$work/gateway.crt" --tls-key "$work/gateway.key")
+  curl_tls=(--cacert "$work/ca.crt")
+  say "It accepts one made-up access key, and answers from hack/demo-simulator-script.json:"
+else
+  say "It plays the DTS gateway on a free loopback port, accepts one made-up access key, and answers"
+  say "from hack/demo-simulator-script.json:"
+fi
 say "  demo-orders-sync   success at once"
 say "  demo-billing-sync  Throttling.User twice (retry after 1 s), then success"
 say "  demo-legacy-sync   InvalidParameter: a terminal error"
 access_key_id=demo-access-key-id
 access_key_secret=demo-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
-"$simulator_bin" --listen 127.0.0.1:0 \
+"$simulator_bin" "${sim_args[@]}" \
   --access-key-id "$access_key_id" --access-key-secret "$access_key_secret" \
   --script hack/demo-simulator-script.json >"$work/simulator.out" 2>"$work/simulator.log" </dev/null &
 sim_pid=$!
 sim_url=""
 # Bounded generously: on a loaded 2-core CI machine a debug build can take seconds to start.
 for ((i = 0; i < 300; i++)); do
-  sim_url=$(sed -n 's/^listening on \(http:[^ ]*\)$/\1/p' "$work/simulator.out" 2>/dev/null | head -n 1)
+  sim_url=$(sed -n 's/^listening on \(https\{0,1\}:[^ ]*\)$/\1/p' "$work/simulator.out" 2>/dev/null | head -n 1)
   [ -n "$sim_url" ] && break
   alive "$sim_pid" || break
   sleep 0.1
@@ -222,33 +298,58 @@ printf '%s$ kubectl create secret generic dts-credentials -n %s --from-literal=a
 
 # --- 4. the operator --------------------------------------------------------------------------
 
-step "Starting the operator (dts-operator run)"
-say "Watching namespace $ns only, sending every DTS call to the simulator (--dts-endpoint),"
-say "with short retry delays so the demo is quick. In a cluster it runs as a Deployment"
-say "(deploy/helm, deploy/kustomize)."
-# A clean environment: no ALIBABA_CLOUD_* credentials or KUBECONFIG of the caller leak in.
-op_cmd=("$operator_bin" run --kubeconfig "$kubeconfig" --namespace "$ns"
-  --dts-endpoint "$sim_url" --metrics-addr 127.0.0.1:0
-  --backoff-initial 500ms --backoff-max 5s --shutdown-timeout 5s --log-format text)
-printf '%s$ %s%s\n' "$dim" "${op_cmd[*]//$root\//}" "$off"
-env -i PATH="$PATH" HOME="${HOME:-/tmp}" RUST_LOG=info POD_NAMESPACE="$ns" \
-  "${op_cmd[@]}" >"$work/operator.log" 2>&1 </dev/null &
-op_pid=$!
-metrics=""
-for ((i = 0; i < 300; i++)); do
-  if [ -z "$metrics" ]; then
-    metrics=$(sed -n 's/.*admin server listening.*addr=\(127\.0\.0\.1:[0-9]*\).*/\1/p' "$work/operator.log" | head -n 1)
-  fi
-  if [ -n "$metrics" ] && curl -fsS --max-time 2 "http://$metrics/readyz" >/dev/null 2>&1; then break; fi
-  alive "$op_pid" || { cat "$work/operator.log" >&2; fail "the operator exited"; }
-  sleep 0.1
-done
-curl -fsS --max-time 2 "http://$metrics/readyz" >/dev/null 2>&1 || {
-  cat "$work/operator.log" >&2
-  fail "the operator did not become ready"
-}
-say "operator ready: metrics on http://$metrics/metrics (log: $work/operator.log)"
-pause
+if [ "$in_cluster" = 1 ]; then
+  step "Installing the operator with Helm (deploy/helm/dts-operator)"
+  say "The chart as a user installs it, plus what this machine needs: the imported image (never"
+  say "pulled), the gateway's address, its CA in a ConfigMap (the chart's caBundle, i.e."
+  say "--ca-bundle), this namespace only, and short retry delays so the demo is quick."
+  k create configmap dts-gateway-ca -n "$ns" --from-file=ca.crt="$work/ca.crt" \
+    --dry-run=client -o yaml | k apply -f - >/dev/null
+  "$root/.local/bin/helm" --kubeconfig "$kubeconfig" uninstall "$release" -n "$ns" --wait >/dev/null 2>&1 || true
+  helm_args=(install "$release" deploy/helm/dts-operator --namespace "$ns"
+    --set image.pullPolicy=Never --set "watchNamespace=$ns" --set "dtsEndpoint=$sim_url"
+    --set caBundle.configMapName=dts-gateway-ca --set backoffInitial=500ms --set backoffMax=5s
+    --set logFormat=text --wait --timeout 180s)
+  printf '%s$ helm %s%s\n' "$dim" "${helm_args[*]}" "$off"
+  release_installed=1
+  helm_start=$SECONDS
+  "$root/.local/bin/helm" --kubeconfig "$kubeconfig" "${helm_args[@]}" 2>&1 | sed 's/^/  /'
+  [ "${PIPESTATUS[0]}" = 0 ] || fail "helm install failed"
+  say "installed and Ready after $((SECONDS - helm_start))s"
+  kshow get pods -n "$ns" -o wide
+  pod=$(k get pods -n "$ns" -l "app.kubernetes.io/instance=$release" -o jsonpath='{.items[0].metadata.name}')
+  say "The Pod runs as user 65532 with a read-only root filesystem, no capabilities and the"
+  say "RuntimeDefault seccomp profile (the chart's securityContext); checked at the end."
+  pause
+else
+  step "Starting the operator (dts-operator run)"
+  say "Watching namespace $ns only, sending every DTS call to the simulator (--dts-endpoint),"
+  say "with short retry delays so the demo is quick. In a cluster it runs as a Deployment"
+  say "(deploy/helm, deploy/kustomize)."
+  # A clean environment: no ALIBABA_CLOUD_* credentials or KUBECONFIG of the caller leak in.
+  op_cmd=("$operator_bin" run --kubeconfig "$kubeconfig" --namespace "$ns"
+    --dts-endpoint "$sim_url" --metrics-addr 127.0.0.1:0
+    --backoff-initial 500ms --backoff-max 5s --shutdown-timeout 5s --log-format text)
+  printf '%s$ %s%s\n' "$dim" "${op_cmd[*]//$root\//}" "$off"
+  env -i PATH="$PATH" HOME="${HOME:-/tmp}" RUST_LOG=info POD_NAMESPACE="$ns" \
+    "${op_cmd[@]}" >"$work/operator.log" 2>&1 </dev/null &
+  op_pid=$!
+  metrics=""
+  for ((i = 0; i < 300; i++)); do
+    if [ -z "$metrics" ]; then
+      metrics=$(sed -n 's/.*admin server listening.*addr=\(127\.0\.0\.1:[0-9]*\).*/\1/p' "$work/operator.log" | head -n 1)
+    fi
+    if [ -n "$metrics" ] && curl -fsS --max-time 2 "http://$metrics/readyz" >/dev/null 2>&1; then break; fi
+    alive "$op_pid" || { cat "$work/operator.log" >&2; fail "the operator exited"; }
+    sleep 0.1
+  done
+  curl -fsS --max-time 2 "http://$metrics/readyz" >/dev/null 2>&1 || {
+    cat "$work/operator.log" >&2
+    fail "the operator did not become ready"
+  }
+  say "operator ready: metrics on http://$metrics/metrics (log: $work/operator.log)"
+  pause
+fi
 
 # --- 5. the examples -------------------------------------------------------------------------
 
@@ -291,7 +392,7 @@ done
 pause
 
 step "What the simulator received"
-calls=$(curl -fsS --max-time 5 "$sim_url/_simulator/calls?action=ResetDtsJob" || true)
+calls=$(curl -fsS --max-time 5 "${curl_tls[@]}" "$sim_url/_simulator/calls?action=ResetDtsJob" || true)
 declare -A seen
 for j in "${jobs[@]}"; do
   seen[$j]=$({ grep -o "\"dtsJobId\":\"$j\"" <<<"$calls" || true; } | wc -l | tr -d ' ')
@@ -330,13 +431,31 @@ for j in demo-orders-sync demo-legacy-sync; do
     ok=0
   fi
 done
+if [ "$in_cluster" = 1 ]; then
+  # The container as it runs: its PID 1, seen from the host through containerd.
+  cid=$(k get pod -n "$ns" "$pod" -o jsonpath='{.status.containerStatuses[0].containerID}')
+  cid=${cid#containerd://}
+  address=$(sed -n 's/^CONTAINERD_ADDRESS=//p' "$node_env")
+  cpid=$(ctr --address "$address" --namespace k8s.io tasks ls 2>/dev/null | awk -v id="$cid" '$1 == id {print $2}')
+  uids=$(awk '/^Uid:/ {print $2, $3, $4, $5}' "/proc/$cpid/status" 2>/dev/null)
+  capeff=$(awk '/^CapEff:/ {print $2}' "/proc/$cpid/status" 2>/dev/null)
+  if [ "$uids" = "65532 65532 65532 65532" ] && [ "$capeff" = 0000000000000000 ]; then
+    printf '  %sok%s    the operator Pod runs as uid 65532 with no capabilities (its /proc/1/status)\n' "$green" "$off"
+  else
+    printf '  %sFAIL%s  the operator Pod runs as uid "%s" with capabilities "%s"\n' "$red" "$off" "${uids:-?}" "${capeff:-?}"
+    ok=0
+  fi
+  k logs -n "$ns" "$pod" >"$work/operator.log" 2>&1 || true
+fi
 if grep -qi forbidden "$work/operator.log"; then
   printf '  %sFAIL%s  the operator log mentions "forbidden"\n' "$red" "$off"
   ok=0
+elif [ "$in_cluster" = 1 ]; then
+  printf '  %sok%s    kubectl logs: nothing "forbidden"\n' "$green" "$off"
 fi
 if [ "$ok" != 1 ]; then
   say ""
-  say "operator log (last 40 lines):"
+  say "operator log (last 40 lines; in-cluster: kubectl logs):"
   tail -n 40 "$work/operator.log" | sed 's/^/  /'
   fail "the demo did not end as expected"
 fi

@@ -12,8 +12,11 @@
 //! - [`record`]: the call record tests assert on (pure data).
 //! - `server`: the gateway handler — decision order, execution of answers, logging.
 //! - `sts`: `AssumeRoleWithOIDC` — validation, issuing and registering temporary keys.
+//! - [`oidc`]: RS256 JWT checks of OIDC tokens against a provider's JWKS (pure).
+//! - [`tls`]: the https server identity (PEM certificate chain and key).
 //! - `admin`: the `/_simulator/*` HTTP endpoints for out-of-process use.
-//! - `state`: the shared mutable state. `net`: the listener with per-connection kill switch.
+//! - `state`: the shared mutable state. `net`: the listener (plain or TLS) with per-connection
+//!   kill switch.
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -30,7 +33,9 @@
 
 pub mod answer;
 pub mod jobs;
+pub mod oidc;
 pub mod record;
+pub mod tls;
 pub mod verify;
 
 mod admin;
@@ -47,9 +52,11 @@ use tokio::task::JoinHandle;
 
 pub use answer::Answer;
 pub use jobs::Job;
+pub use oidc::OidcProvider;
 pub use record::{RecordedCall, Style};
 pub use server::{DESCRIBE_ACTION, DTS_ACTION, DTS_VERSION};
 pub use sts::{ACTION as STS_ACTION, VERSION as STS_VERSION};
+pub use tls::{TlsError, TlsIdentity};
 
 use net::{ConnInfo, SimListener};
 use state::Shared;
@@ -58,13 +65,25 @@ use verify::KeyRecord;
 /// Simulator settings.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
-    /// Where to listen; must be a loopback address. Default `127.0.0.1:0` (any free port).
+    /// Where to listen. Default `127.0.0.1:0` (any free port). A loopback address, unless
+    /// `allow_non_loopback` is set.
     pub bind: SocketAddr,
     /// Largest accepted clock skew of a request's timestamp. Default 15 minutes, like the gateway.
     pub max_skew: Duration,
     /// Validity of STS credentials issued by `AssumeRoleWithOIDC`. Default `None`: the request's
     /// `DurationSeconds` (3600 when absent).
     pub sts_validity: Option<Duration>,
+    /// Serve https with this identity instead of plain http. Default `None`.
+    pub tls: Option<TlsIdentity>,
+    /// Allow `bind` to be a specific non-loopback address of this machine — such as the bridge
+    /// of a local test node, so that Pods reach the simulator as a private gateway. Only with
+    /// `tls` (no secret crosses a network in the clear), and never the unspecified address
+    /// (`0.0.0.0`, `::`: every interface). Default `false`.
+    pub allow_non_loopback: bool,
+    /// The OIDC provider the simulated STS trusts. `None` (the default): any non-empty token is
+    /// accepted (or only registered ones, see [`Simulator::add_valid_oidc_token`]); set: a token
+    /// must also be an RS256 JWT signed by one of its keys, for its audience, not expired.
+    pub oidc: Option<OidcProvider>,
 }
 
 impl Default for SimConfig {
@@ -73,16 +92,43 @@ impl Default for SimConfig {
             bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             max_skew: Duration::from_secs(15 * 60),
             sts_validity: None,
+            tls: None,
+            allow_non_loopback: false,
+            oidc: None,
         }
+    }
+}
+
+impl SimConfig {
+    /// Whether `bind` is acceptable under these settings.
+    fn check_bind(&self) -> Result<(), StartError> {
+        let ip = self.bind.ip();
+        if ip.is_loopback() {
+            return Ok(());
+        }
+        if ip.is_unspecified() || !self.allow_non_loopback {
+            return Err(StartError::NotLoopback(self.bind));
+        }
+        if self.tls.is_none() {
+            return Err(StartError::PlainBeyondLoopback(self.bind));
+        }
+        Ok(())
     }
 }
 
 /// Why the simulator could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The bind address is not loopback: the simulator never listens on a real network.
-    #[error("refusing to listen on {0}: the simulator only listens on loopback addresses")]
+    /// The bind address is not loopback (and not allowed, or every interface).
+    #[error(
+        "refusing to listen on {0}: the simulator only listens on loopback addresses, or on one allowed address of this machine"
+    )]
     NotLoopback(SocketAddr),
+    /// A non-loopback address was allowed, but without TLS.
+    #[error(
+        "refusing to listen on {0} without TLS: beyond loopback the simulator serves https only"
+    )]
+    PlainBeyondLoopback(SocketAddr),
     /// Binding failed.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -102,6 +148,7 @@ pub struct Simulator {
 
 struct Handle {
     addr: SocketAddr,
+    tls: bool,
     shared: Arc<Shared>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
@@ -138,9 +185,7 @@ impl Simulator {
 
     /// Starts with `config`, reporting failures.
     pub async fn try_start_with(config: SimConfig) -> Result<Simulator, StartError> {
-        if !config.bind.ip().is_loopback() {
-            return Err(StartError::NotLoopback(config.bind));
-        }
+        config.check_bind()?;
         let listener = tokio::net::TcpListener::bind(config.bind)
             .await
             .map_err(|source| StartError::Bind {
@@ -152,12 +197,27 @@ impl Simulator {
             source,
         })?;
         let shared = Arc::new(Shared::new(config.max_skew, config.sts_validity));
+        if let Some(provider) = config.oidc.clone() {
+            shared.set_oidc_provider(provider);
+        }
         let app = admin::routes()
             .fallback(server::gateway)
             .with_state(shared.clone());
         let stop = shared.clone();
+        let tls = config.tls.is_some();
+        let listener = match &config.tls {
+            None => SimListener::Plain(listener),
+            Some(identity) => {
+                SimListener::tls(listener, identity.config.clone()).map_err(|source| {
+                    StartError::Bind {
+                        addr: config.bind,
+                        source,
+                    }
+                })?
+            }
+        };
         let serve = axum::serve(
-            SimListener { inner: listener },
+            listener,
             app.into_make_service_with_connect_info::<ConnInfo>(),
         )
         .with_graceful_shutdown(async move { stop.shutting_down().await });
@@ -169,6 +229,7 @@ impl Simulator {
         Ok(Simulator {
             inner: Arc::new(Handle {
                 addr,
+                tls,
                 shared,
                 task: Mutex::new(Some(task)),
             }),
@@ -179,9 +240,10 @@ impl Simulator {
         &self.inner.shared
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://ADDR:PORT` when serving TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.inner.addr)
+        let scheme = if self.inner.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.inner.addr)
     }
 
     /// The address it listens on.
@@ -349,6 +411,11 @@ impl Simulator {
     /// (before that, any non-empty token is).
     pub fn add_valid_oidc_token(&self, token: &str) {
         self.shared().add_valid_oidc_token(token);
+    }
+
+    /// Makes the simulated STS trust `provider` from now on (see [`SimConfig::oidc`]).
+    pub fn set_oidc_provider(&self, provider: OidcProvider) {
+        self.shared().set_oidc_provider(provider);
     }
 
     /// Shifts the simulator's clock (e.g. to make the client's timestamps look skewed).

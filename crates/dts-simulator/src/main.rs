@@ -9,16 +9,46 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
-use dts_simulator::{Answer, SimConfig, Simulator};
+use dts_simulator::{Answer, OidcProvider, SimConfig, Simulator, TlsIdentity};
 
 /// A local SIMULATOR of the Alibaba Cloud DTS API (ResetDtsJob) and STS AssumeRoleWithOIDC, for
 /// testing. It is not the real service and never contacts Alibaba Cloud.
 #[derive(Parser, Debug)]
 #[command(name = "dts-simulator", version)]
 struct Args {
-    /// Address to listen on; must be a loopback address.
+    /// Address to listen on; a loopback address unless --allow-non-loopback.
     #[arg(long, env = "DTS_SIMULATOR_LISTEN", default_value = "127.0.0.1:18080")]
     listen: SocketAddr,
+
+    /// Serve https with this certificate chain (PEM, server certificate first); needs --tls-key.
+    #[arg(long, env = "DTS_SIMULATOR_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "DTS_SIMULATOR_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// Allow --listen on a specific non-loopback address of this machine (e.g. the bridge of a
+    /// local test node). Only with TLS; never 0.0.0.0 or [::].
+    #[arg(long, env = "DTS_SIMULATOR_ALLOW_NON_LOOPBACK")]
+    allow_non_loopback: bool,
+
+    /// STS trusts this OIDC provider's keys (a JWKS file, e.g. a Kubernetes API server's
+    /// /openid/v1/jwks): AssumeRoleWithOIDC then needs an RS256 token signed by one of them.
+    #[arg(long, env = "DTS_SIMULATOR_OIDC_JWKS")]
+    oidc_jwks: Option<PathBuf>,
+
+    /// The audience (client ID) an OIDC token must carry (with --oidc-jwks).
+    #[arg(
+        long,
+        env = "DTS_SIMULATOR_OIDC_AUDIENCE",
+        default_value = "sts.aliyuncs.com"
+    )]
+    oidc_audience: String,
+
+    /// The issuer an OIDC token must carry (with --oidc-jwks; default: any).
+    #[arg(long, env = "DTS_SIMULATOR_OIDC_ISSUER")]
+    oidc_issuer: Option<String>,
 
     /// AccessKeyId to accept (repeat together with --access-key-secret for several keys).
     #[arg(long, env = "DTS_SIMULATOR_ACCESS_KEY_ID")]
@@ -89,6 +119,12 @@ async fn main() -> ExitCode {
     let args = Args::parse();
     let Args {
         listen,
+        tls_cert,
+        tls_key,
+        allow_non_loopback,
+        oidc_jwks,
+        oidc_audience,
+        oidc_issuer,
         access_key_id,
         access_key_secret,
         script,
@@ -97,12 +133,49 @@ async fn main() -> ExitCode {
     } = args;
     init_logging(log_format);
 
+    let tls = match (&tls_cert, &tls_key) {
+        (Some(cert), Some(key)) => match TlsIdentity::from_files(cert, key) {
+            Ok(identity) => Some(identity),
+            Err(e) => {
+                eprintln!("dts-simulator: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
     if !listen.ip().is_loopback() {
-        eprintln!(
-            "dts-simulator: refusing to listen on {listen}: only loopback addresses (127.0.0.0/8, ::1) are allowed"
-        );
-        return ExitCode::from(2);
+        if !allow_non_loopback || listen.ip().is_unspecified() {
+            eprintln!(
+                "dts-simulator: refusing to listen on {listen}: only loopback addresses (127.0.0.0/8, ::1) are allowed, or with --allow-non-loopback and TLS a specific address of this machine"
+            );
+            return ExitCode::from(2);
+        }
+        if tls.is_none() {
+            eprintln!(
+                "dts-simulator: refusing to listen on {listen} without TLS: give --tls-cert and --tls-key"
+            );
+            return ExitCode::from(2);
+        }
     }
+    let oidc = match &oidc_jwks {
+        Some(path) => {
+            let jwks = match std::fs::read_to_string(path) {
+                Ok(j) => j,
+                Err(e) => {
+                    eprintln!("dts-simulator: cannot read {}: {e}", path.display());
+                    return ExitCode::from(2);
+                }
+            };
+            match OidcProvider::new(&oidc_audience, oidc_issuer.as_deref(), &jwks) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    eprintln!("dts-simulator: {}: {e}", path.display());
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        None => None,
+    };
     if access_key_id.len() != access_key_secret.len() {
         eprintln!(
             "dts-simulator: got {} --access-key-id but {} --access-key-secret; give them in pairs",
@@ -130,6 +203,9 @@ async fn main() -> ExitCode {
     let config = SimConfig {
         bind: listen,
         sts_validity: sts_validity_secs.map(std::time::Duration::from_secs),
+        tls,
+        allow_non_loopback,
+        oidc,
         ..SimConfig::default()
     };
     let sim = match Simulator::try_start_with(config).await {

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use crate::answer::Answer;
 use crate::jobs::Job;
+use crate::oidc::OidcProvider;
 use crate::record::RecordedCall;
 use crate::verify::{KeyRecord, KeyStore};
 
@@ -41,6 +42,7 @@ struct Mutable {
     gates: HashMap<String, Gate>,
     sts_validity: Option<Duration>,
     valid_oidc_tokens: Option<HashSet<String>>,
+    oidc_provider: Option<OidcProvider>,
     clock_offset: jiff::SignedDuration,
     jobs: HashMap<String, Job>,
     missing_jobs: HashSet<String>,
@@ -64,6 +66,7 @@ impl Shared {
                 gates: HashMap::new(),
                 sts_validity,
                 valid_oidc_tokens: None,
+                oidc_provider: None,
                 clock_offset: jiff::SignedDuration::ZERO,
                 jobs: HashMap::new(),
                 missing_jobs: HashSet::new(),
@@ -216,6 +219,14 @@ impl Shared {
             Some(valid) => valid.contains(token),
             None => !token.is_empty(),
         }
+    }
+
+    pub(crate) fn set_oidc_provider(&self, provider: OidcProvider) {
+        self.lock().oidc_provider = Some(provider);
+    }
+
+    pub(crate) fn oidc_provider(&self) -> Option<OidcProvider> {
+        self.lock().oidc_provider.clone()
     }
 
     // --- record ----------------------------------------------------------------------------

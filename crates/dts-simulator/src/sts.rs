@@ -18,6 +18,8 @@ pub const ACTION: &str = "AssumeRoleWithOIDC";
 pub const VERSION: &str = "2015-04-01";
 
 const DEFAULT_DURATION_SECS: u64 = 3600;
+/// Clock skew allowed on an OIDC token's `exp`, `nbf` and `iat`.
+const TOKEN_LEEWAY_SECS: i64 = 60;
 const MIN_DURATION_SECS: u64 = 900;
 const MAX_DURATION_SECS: u64 = 43200;
 
@@ -139,6 +141,14 @@ pub(crate) fn assume_role_with_oidc(
             "The OIDCToken is invalid.",
         ));
     }
+    let claims = match shared.oidc_provider() {
+        Some(provider) => Some(
+            provider
+                .verify(&p["OIDCToken"], now.as_second(), TOKEN_LEEWAY_SECS)
+                .map_err(|e| Rejection::new(401, e.code(), e.to_string()))?,
+        ),
+        None => None,
+    };
 
     let validity = shared
         .sts_validity()
@@ -170,10 +180,17 @@ pub(crate) fn assume_role_with_oidc(
             "AssumedRoleId": assumed_role_id,
             "Arn": format!("acs:ram::1234567890123456:assumed-role/{role_name}/{session}"),
         },
-        "OIDCTokenInfo": {
-            "Issuer": "https://oidc-ack.simulator.local",
-            "Subject": "system:serviceaccount:simulated",
-            "ClientIds": "sts.aliyuncs.com",
+        "OIDCTokenInfo": match &claims {
+            Some(c) => serde_json::json!({
+                "Issuer": c.iss.clone().unwrap_or_default(),
+                "Subject": c.sub.clone().unwrap_or_default(),
+                "ClientIds": c.aud.join(","),
+            }),
+            None => serde_json::json!({
+                "Issuer": "https://oidc-ack.simulator.local",
+                "Subject": "system:serviceaccount:simulated",
+                "ClientIds": "sts.aliyuncs.com",
+            }),
         },
         "Credentials": {
             "AccessKeyId": access_key_id,

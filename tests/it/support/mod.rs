@@ -1,8 +1,9 @@
 //! Test support: the real control plane (`cluster`), the operator process harness
-//! (`operator`), real faults — network, clocks, throttling — (`faults`), and the forms a secret
-//! can take on the wire.
+//! (`operator`), real faults — network, clocks, throttling — (`faults`), the local node for
+//! Pods (`node`), and the forms a secret can take on the wire.
 pub mod cluster;
 pub mod faults;
+pub mod node;
 pub mod operator;
 
 use dts_operator::aliyun::encoding::pct;

@@ -86,48 +86,40 @@ pub struct ResetDtsJobParams {
     pub region_id: Option<String>,
 }
 
+/// The RPC request of `action` for the job `p` names; `instance_key` is how the action spells
+/// the instance parameter.
+fn job_rpc(action: &str, p: &ResetDtsJobParams, instance_key: &str) -> RpcRequest {
+    rpc(
+        action,
+        &[
+            ("DtsJobId", Some(&p.dts_job_id)),
+            (instance_key, p.dts_instance_id.as_ref()),
+            (
+                "SynchronizationDirection",
+                p.synchronization_direction.as_ref(),
+            ),
+            ("RegionId", p.region_id.as_ref()),
+        ],
+    )
+}
+
 impl Action for ResetDtsJobParams {
     const NAME: &'static str = ACTION;
 
     fn to_rpc(&self) -> RpcRequest {
-        rpc(
-            ACTION,
-            &[
-                ("DtsJobId", Some(&self.dts_job_id)),
-                ("DtsInstanceId", self.dts_instance_id.as_ref()),
-                (
-                    "SynchronizationDirection",
-                    self.synchronization_direction.as_ref(),
-                ),
-                ("RegionId", self.region_id.as_ref()),
-            ],
-        )
+        job_rpc(ACTION, self, "DtsInstanceId")
     }
 }
 
-/// Parameters of `DescribeDtsJobDetail`: the same job as a reset names — note the capital `ID`
-/// of `DtsInstanceID` in this action.
+/// Parameters of `DescribeDtsJobDetail`: the same job a reset names, read — note the capital
+/// `ID` of `DtsInstanceID` in this action.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
-pub struct DescribeDtsJobDetailParams {
-    /// `DtsJobId` (required).
-    pub dts_job_id: String,
-    /// `DtsInstanceID`.
-    pub dts_instance_id: Option<String>,
-    /// `SynchronizationDirection`.
-    pub synchronization_direction: Option<String>,
-    /// `RegionId`.
-    pub region_id: Option<String>,
-}
+pub struct DescribeDtsJobDetailParams(pub ResetDtsJobParams);
 
 impl From<&ResetDtsJobParams> for DescribeDtsJobDetailParams {
     /// The read of the job a reset names.
     fn from(p: &ResetDtsJobParams) -> Self {
-        DescribeDtsJobDetailParams {
-            dts_job_id: p.dts_job_id.clone(),
-            dts_instance_id: p.dts_instance_id.clone(),
-            synchronization_direction: p.synchronization_direction.clone(),
-            region_id: p.region_id.clone(),
-        }
+        DescribeDtsJobDetailParams(p.clone())
     }
 }
 
@@ -135,18 +127,7 @@ impl Action for DescribeDtsJobDetailParams {
     const NAME: &'static str = DESCRIBE_ACTION;
 
     fn to_rpc(&self) -> RpcRequest {
-        rpc(
-            DESCRIBE_ACTION,
-            &[
-                ("DtsJobId", Some(&self.dts_job_id)),
-                ("DtsInstanceID", self.dts_instance_id.as_ref()),
-                (
-                    "SynchronizationDirection",
-                    self.synchronization_direction.as_ref(),
-                ),
-                ("RegionId", self.region_id.as_ref()),
-            ],
-        )
+        job_rpc(DESCRIBE_ACTION, &self.0, "DtsInstanceID")
     }
 }
 

@@ -669,6 +669,33 @@ mod tests {
         s
     }
 
+    /// The first attempt of a new request for `r` (job `j`, read at resourceVersion 41), in a
+    /// task.
+    fn spawn_new_request(
+        ctx: crate::controller::Context,
+        client: kube::Client,
+    ) -> tokio::task::JoinHandle<Result<Action, Error>> {
+        tokio::spawn(async move {
+            let api: Api<DtsJobReset> = Api::namespaced(client, NS);
+            let obj = resource("r", "j", "41", None);
+            let desired = crate::crd::RequestIdentity::of(&obj).resolve("cn-hangzhou");
+            let base = status::start_request(
+                &DtsJobResetStatus::default(),
+                &desired,
+                Some(1),
+                Timestamp::now(),
+            );
+            let attempt = Attempt {
+                api: &api,
+                obj: &obj,
+                desired: &desired,
+                base,
+                max_attempts: 7,
+            };
+            run(&ctx, attempt).await
+        })
+    }
+
     /// `record_answer` of attempt 1 on `r` (claimed at resourceVersion 42), in a task.
     fn spawn_record(
         client: kube::Client,
@@ -698,25 +725,7 @@ mod tests {
         let (client, mut apiserver) = api_server();
         let dts = ScriptedDts::answering_reads([success("rid-1")], [job_read("Synchronizing")]);
         let ctx = context(client.clone(), dts.clone());
-        let run = tokio::spawn(async move {
-            let api: Api<DtsJobReset> = Api::namespaced(client, NS);
-            let obj = resource("r", "j", "41", None);
-            let desired = crate::crd::RequestIdentity::of(&obj).resolve("cn-hangzhou");
-            let base = status::start_request(
-                &DtsJobResetStatus::default(),
-                &desired,
-                Some(1),
-                Timestamp::now(),
-            );
-            let attempt = Attempt {
-                api: &api,
-                obj: &obj,
-                desired: &desired,
-                base,
-                max_attempts: 7,
-            };
-            run(&ctx, attempt).await
-        });
+        let run = spawn_new_request(ctx, client);
 
         let get = apiserver.answer(200, secret()).await;
         assert_eq!(get.method, Method::GET);
@@ -811,25 +820,7 @@ mod tests {
         // Valid long enough to claim (10 s timeout + 1 s margin), not after the claim write.
         clock.renewed(tokio::time::Instant::now(), Duration::from_millis(11_300));
         let _ = ctx.leader.set(clock);
-        let run = tokio::spawn(async move {
-            let api: Api<DtsJobReset> = Api::namespaced(client, NS);
-            let obj = resource("r", "j", "41", None);
-            let desired = crate::crd::RequestIdentity::of(&obj).resolve("cn-hangzhou");
-            let base = status::start_request(
-                &DtsJobResetStatus::default(),
-                &desired,
-                Some(1),
-                Timestamp::now(),
-            );
-            let attempt = Attempt {
-                api: &api,
-                obj: &obj,
-                desired: &desired,
-                base,
-                max_attempts: 7,
-            };
-            run(&ctx, attempt).await
-        });
+        let run = spawn_new_request(ctx, client);
         apiserver.answer(200, secret()).await;
         // The claim's answer is slow: by the time it arrives the lease view is too short.
         let claim = apiserver

@@ -2,9 +2,9 @@
 # The dts-operator demo: everything on this machine, nothing reaches Alibaba Cloud.
 #
 # It builds the operator and the DTS *simulator*, starts a local Kubernetes control plane
-# (hack/cluster.sh), runs the simulator and the operator, applies the three examples in
+# (hack/cluster.sh), runs the simulator and the operator, applies the four examples in
 # deploy/examples/ (a reset that succeeds, one that DTS throttles before it succeeds, one DTS
-# refuses), shows `kubectl get` / `kubectl describe` as they progress, checks the outcome, and
+# refuses, one whose answer is lost and which the operator proves from the job's state), shows `kubectl get` / `kubectl describe` as they progress, checks the outcome, and
 # stops everything it started.
 #
 #   hack/demo.sh               pauses between steps (press Enter)
@@ -15,13 +15,14 @@
 #                              simulator serving https on the node's bridge as a private gateway,
 #                              trusted through the chart's caBundle. Combines with --ci.
 #
-# Either way it exits non-zero when the three resources do not end as described (Succeeded after
-# one call; Succeeded after more than one; Failed after one call) — in-cluster also when the Pod
+# Either way it exits non-zero when the four resources do not end as described (Succeeded after
+# one call; Succeeded after more than one; Failed after one call; Succeeded by ResetVerified
+# after one call) — in-cluster also when the Pod
 # does not run as uid 65532 without capabilities, or its log says "forbidden".
 #
 # Environment (all optional):
 #   DEMO_NAMESPACE      namespace of the demo resources (default dts-demo)
-#   DEMO_TIMEOUT        seconds to wait for the three outcomes (default 120)
+#   DEMO_TIMEOUT        seconds to wait for the four outcomes (default 120)
 #   DEMO_KEEP_CLUSTER=1 never stop the control plane, even if this script started it
 #   DEMO_SKIP_BUILD=1   use prebuilt binaries: DEMO_OPERATOR_BIN and DEMO_SIMULATOR_BIN (default:
 #                       the cargo target directory's debug/ binaries); in-cluster, the image is
@@ -55,9 +56,10 @@ examples=(
   deploy/examples/01-reset-succeeds.yaml
   deploy/examples/02-reset-throttled-then-succeeds.yaml
   deploy/examples/03-reset-fails.yaml
+  deploy/examples/04-answer-lost-reset-verified.yaml
 )
-names=(reset-orders-sync reset-billing-sync reset-legacy-sync)
-jobs=(demo-orders-sync demo-billing-sync demo-legacy-sync)
+names=(reset-orders-sync reset-billing-sync reset-legacy-sync reset-archive-sync)
+jobs=(demo-orders-sync demo-billing-sync demo-legacy-sync demo-archive-sync)
 
 # --- presentation ------------------------------------------------------------------
 
@@ -309,7 +311,7 @@ if [ "$in_cluster" = 1 ]; then
   helm_args=(install "$release" deploy/helm/dts-operator --namespace "$ns"
     --set image.pullPolicy=Never --set "watchNamespace=$ns" --set "dtsEndpoint=$sim_url"
     --set caBundle.configMapName=dts-gateway-ca --set backoffInitial=500ms --set backoffMax=5s
-    --set logFormat=text --wait --timeout 180s)
+    --set verifyInterval=1s --set logFormat=text --wait --timeout 180s)
   printf '%s$ helm %s%s\n' "$dim" "${helm_args[*]}" "$off"
   release_installed=1
   helm_start=$SECONDS
@@ -329,7 +331,8 @@ else
   # A clean environment: no ALIBABA_CLOUD_* credentials or KUBECONFIG of the caller leak in.
   op_cmd=("$operator_bin" run --kubeconfig "$kubeconfig" --namespace "$ns"
     --dts-endpoint "$sim_url" --metrics-addr 127.0.0.1:0
-    --backoff-initial 500ms --backoff-max 5s --shutdown-timeout 5s --log-format text)
+    --backoff-initial 500ms --backoff-max 5s --verify-interval 1s --shutdown-timeout 5s
+    --log-format text)
   printf '%s$ %s%s\n' "$dim" "${op_cmd[*]//$root\//}" "$off"
   env -i PATH="$PATH" HOME="${HOME:-/tmp}" RUST_LOG=info POD_NAMESPACE="$ns" \
     "${op_cmd[@]}" >"$work/operator.log" 2>&1 </dev/null &
@@ -353,13 +356,14 @@ fi
 
 # --- 5. the examples -------------------------------------------------------------------------
 
-step "Applying the three examples from deploy/examples/"
+step "Applying the four examples from deploy/examples/"
 for f in "${examples[@]}"; do
   kshow apply -n "$ns" -f "$f"
 done
 
 step "Watching them (kubectl get dtsreset), up to ${timeout}s"
 say "Phases: Pending -> Running -> (Retrying) -> Succeeded or Failed. Attempts counts the calls."
+say "reset-archive-sync's answer is lost: Unknown while the operator reads the job, then Succeeded."
 last="" deadline=$((SECONDS + timeout))
 while :; do
   state=$(k get dtsreset -n "$ns" -o jsonpath='{range .items[*]}{.metadata.name}={.status.phase}/{.status.attempts};{end}' 2>/dev/null || true)
@@ -370,7 +374,8 @@ while :; do
   fi
   done_count=0
   for n in "${names[@]}"; do
-    case $state in *"$n=Succeeded/"* | *"$n=Failed/"* | *"$n=Unknown/"*) done_count=$((done_count + 1)) ;; esac
+    # Unknown is not an end here: the lost answer is verified into Succeeded.
+    case $state in *"$n=Succeeded/"* | *"$n=Failed/"*) done_count=$((done_count + 1)) ;; esac
   done
   [ "$done_count" = "${#names[@]}" ] && break
   if ((SECONDS >= deadline)); then
@@ -418,6 +423,14 @@ check() { # NAME EXPECTED-PHASE ATTEMPTS-TEST DESCRIPTION
 check reset-orders-sync Succeeded "== 1" "Succeeded after one call"
 check reset-billing-sync Succeeded "> 1" "Succeeded after retries"
 check reset-legacy-sync Failed "== 1" "Failed after one call, not retried"
+check reset-archive-sync Succeeded "== 1" "the answer was lost, the operator proved the reset happened"
+verified=$(k get dtsreset -n "$ns" reset-archive-sync -o jsonpath='{.status.conditions[?(@.type=="Ready")].reason}' 2>/dev/null || true)
+if [ "$verified" = ResetVerified ]; then
+  printf '  %sok%s    reset-archive-sync: Ready by %s, from the job'"'"'s state\n' "$green" "$off" "$verified"
+else
+  printf '  %sFAIL%s  reset-archive-sync: expected reason ResetVerified, got %s\n' "$red" "$off" "${verified:-none}"
+  ok=0
+fi
 errcode=$(k get dtsreset -n "$ns" reset-legacy-sync -o jsonpath='{.status.errCode}' 2>/dev/null || true)
 if [ "$errcode" = InvalidParameter ]; then
   printf '  %sok%s    reset-legacy-sync: errCode %s recorded\n' "$green" "$off" "$errcode"
@@ -425,7 +438,7 @@ else
   printf '  %sFAIL%s  reset-legacy-sync: expected errCode InvalidParameter, got %s\n' "$red" "$off" "${errcode:-none}"
   ok=0
 fi
-for j in demo-orders-sync demo-legacy-sync; do
+for j in demo-orders-sync demo-legacy-sync demo-archive-sync; do
   if [ "${seen[$j]:-0}" != 1 ]; then
     printf '  %sFAIL%s  the simulator saw %s calls for %s, expected exactly 1\n' "$red" "$off" "${seen[$j]:-0}" "$j"
     ok=0

@@ -1629,7 +1629,7 @@ async fn demo_runs_to_completion_in_ci_mode() {
     );
     assert!(stdout.contains("The demo ended as expected"), "{stdout}");
     assert!(!stdout.contains("FAIL"), "{stdout}");
-    assert_eq!(stdout.matches("  ok    ").count(), 4, "{stdout}");
+    assert_eq!(stdout.matches("  ok    ").count(), 6, "{stdout}");
     assert!(
         stdout.contains("DTS SIMULATOR"),
         "the simulator is labelled as such"

@@ -1089,7 +1089,7 @@ async fn demo_in_cluster_runs_to_completion_in_ci_mode() {
     let stdout = &out.stdout;
     assert!(stdout.contains("The demo ended as expected"), "{stdout}");
     assert!(!stdout.contains("FAIL"), "{stdout}");
-    assert_eq!(stdout.matches("  ok    ").count(), 6, "{stdout}");
+    assert_eq!(stdout.matches("  ok    ").count(), 8, "{stdout}");
     assert!(stdout.contains("helm install"), "{stdout}");
     assert!(
         stdout.contains("leaving the control plane running"),

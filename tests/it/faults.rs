@@ -266,7 +266,15 @@ async fn apf_throttles_one_service_account_with_real_429s_and_not_the_admin() {
     let sa = client_without_retries(&kubeconfig).await;
     let path = format!("/apis/dtsops.io/v1alpha1/namespaces/{ns}/dtsjobresets");
     wait_listable(&path).await;
-    let answers = burst(&sa, &path, 100).await;
+    // One seat: a 429 needs two requests in the server at once, which a fast local LIST does not
+    // always give on a busy machine. A few bursts, then the verdict.
+    let mut answers = Vec::new();
+    for _ in 0..5 {
+        answers = burst(&sa, &path, 100).await;
+        if answers.iter().any(|a| a.status == 429) {
+            break;
+        }
+    }
     let counts = status_counts(&answers);
     eprintln!("throttled account, 100 at once: {counts:?}");
     let rejected: Vec<_> = answers.iter().filter(|a| a.status == 429).collect();

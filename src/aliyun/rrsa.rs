@@ -10,6 +10,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::client::error_chain;
 use super::credentials::{Credentials, CredentialsError, env};
 use super::encoding::{canonical_query, format_timestamp, pct};
 use super::endpoint::Endpoint;
@@ -161,12 +162,12 @@ impl RrsaProvider {
             .body(body)
             .send()
             .await
-            .map_err(|e| CredentialsError::StsTransport(e.without_url().to_string()))?;
+            .map_err(|e| CredentialsError::StsTransport(error_chain(&e.without_url())))?;
         let status = response.status().as_u16();
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| CredentialsError::StsTransport(e.without_url().to_string()))?;
+            .map_err(|e| CredentialsError::StsTransport(error_chain(&e.without_url())))?;
         // STS may echo what it refused; the OIDC token is a secret in every form.
         parse_sts_answer(status, &bytes, now).map_err(|e| e.redacted(&Redactor::new([token])))
     }

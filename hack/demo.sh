@@ -275,6 +275,9 @@ say "  demo-billing-sync  Throttling.User twice (retry after 1 s), then success"
 say "  demo-legacy-sync   InvalidParameter: a terminal error"
 access_key_id=demo-access-key-id
 access_key_secret=demo-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
+# The file exists before the poll below reads it: the background job opens it only once it runs,
+# and on a loaded machine that can be after the first poll (sed would exit 2 under set -e).
+: >"$work/simulator.out"
 "$simulator_bin" "${sim_args[@]}" \
   --access-key-id "$access_key_id" --access-key-secret "$access_key_secret" \
   --script hack/demo-simulator-script.json >"$work/simulator.out" 2>"$work/simulator.log" </dev/null &
@@ -282,7 +285,7 @@ sim_pid=$!
 sim_url=""
 # Bounded generously: on a loaded 2-core CI machine a debug build can take seconds to start.
 for ((i = 0; i < 300; i++)); do
-  sim_url=$(sed -n 's/^listening on \(https\{0,1\}:[^ ]*\)$/\1/p' "$work/simulator.out" 2>/dev/null | head -n 1)
+  sim_url=$(sed -n 's/^listening on \(https\{0,1\}:[^ ]*\)$/\1/p' "$work/simulator.out" 2>/dev/null | head -n 1 || true)
   [ -n "$sim_url" ] && break
   alive "$sim_pid" || break
   sleep 0.1
@@ -334,6 +337,7 @@ else
     --backoff-initial 500ms --backoff-max 5s --verify-interval 1s --shutdown-timeout 5s
     --log-format text)
   printf '%s$ %s%s\n' "$dim" "${op_cmd[*]//$root\//}" "$off"
+  : >"$work/operator.log" # exists before the first poll (see the simulator's)
   env -i PATH="$PATH" HOME="${HOME:-/tmp}" RUST_LOG=info POD_NAMESPACE="$ns" \
     "${op_cmd[@]}" >"$work/operator.log" 2>&1 </dev/null &
   op_pid=$!

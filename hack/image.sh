@@ -64,6 +64,8 @@ pack() {
   local work
   work=$(mktemp -d "${out}.work.XXXXXX")
   # A registry on loopback for crane to push to and pull from; stopped by PID below.
+  # The log exists before the first poll reads it (the background job opens it when it runs).
+  : >"$work/registry.log"
   "$crane" registry serve --address 127.0.0.1:0 2>"$work/registry.log" &
   local registry_pid=$! port="" i
   for ((i = 0; i < 100; i++)); do

@@ -579,9 +579,17 @@ pub async fn record_answer(
 /// The one place a [`Wait`] is handled: the waiting status is written unless it is already
 /// stored, its event published when it changed, and the resource looked at again when due.
 async fn hold(ctx: &Context, a: &Attempt<'_>, wait: Wait) -> Result<Action, Error> {
-    if write_wait(a, &wait).await?
-        && let Some(reason) = wait.event
-    {
+    let wrote = write_wait(a, &wait).await?;
+    // Logged when the status changes to it (a wait repeated unchanged writes nothing and logs at
+    // debug only), so an operator that cannot reach STS or a Secret says so in its log too.
+    if wrote && wait.stalled {
+        tracing::warn!(reason = wait.reason, "waiting: {}", wait.message);
+    } else if wrote {
+        tracing::info!(reason = wait.reason, "waiting: {}", wait.message);
+    } else {
+        tracing::debug!(reason = wait.reason, "still waiting: {}", wait.message);
+    }
+    if wrote && let Some(reason) = wait.event {
         events::publish(
             &ctx.recorder,
             a.obj,

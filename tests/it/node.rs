@@ -28,7 +28,7 @@ use crate::support::node::{
     Node, all_logs, container_id, delete_namespace, eventually, exec, helm, kubectl, leader_gauge,
     lease_holder, node, pod_name, pod_ready, pods,
 };
-use crate::support::operator::{AK_SECRET, create, create_default_secret, phase, spec, wait_for};
+use crate::support::operator::{AK_SECRET, create, create_default_secret, phase, spec};
 
 const CHART: &str = "deploy/helm/dts-operator";
 const LEASE: &str = "dts-operator";
@@ -86,6 +86,68 @@ async fn ready_pods(ns: &str, sel: &str, n: usize) -> Vec<Pod> {
         },
     )
     .await
+}
+
+/// Waits until `name` ends (Succeeded, Failed or Unknown). When it does not within `timeout`,
+/// panics with what explains it: the Pods, the operator's log, every call the simulator
+/// received (time, action, outcome) and whether the simulator still answers now.
+async fn ended(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    timeout: Duration,
+    node: &Node,
+    sim: &Simulator,
+) -> DtsJobReset {
+    let api: Api<DtsJobReset> = Api::namespaced(client.clone(), ns);
+    let start = Instant::now();
+    let mut last = None;
+    while start.elapsed() < timeout {
+        match api.get_opt(name).await {
+            Ok(Some(o)) if terminal(&o) => return o,
+            Ok(o) => last = o,
+            Err(e) => eprintln!("get {ns}/{name}: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let pods = kubectl(&["get", "pods", "-n", ns, "-o", "wide"]).await;
+    let logs = kubectl(&[
+        "logs",
+        "-n",
+        ns,
+        "-l",
+        "app.kubernetes.io/name=dts-operator",
+        "--all-containers",
+        "--prefix",
+        "--tail=80",
+    ])
+    .await;
+    let received: Vec<String> = sim
+        .calls()
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {} {} {}",
+                c.received_at,
+                c.action.as_deref().unwrap_or("-"),
+                c.dts_job_id.as_deref().unwrap_or("-"),
+                c.outcome
+            )
+        })
+        .collect();
+    let probe = tokio::time::timeout(Duration::from_secs(5), sts_post(node, sim, "not-a-token"))
+        .await
+        .map(|(status, _)| format!("answers now (HTTP {status})"))
+        .unwrap_or_else(|_| "does not answer within 5 s".to_owned());
+    panic!(
+        "{ns}/{name} did not end within {timeout:?}; last: {}\npods:\n{}{}\noperator log (last 80 lines):\n{}{}\nsimulator {probe}; received:\n{}",
+        serde_json::to_string(&last.and_then(|o| o.status)).unwrap(),
+        pods.stdout,
+        pods.stderr,
+        logs.stdout,
+        logs.stderr,
+        received.join("\n")
+    );
 }
 
 /// The calls the simulator executed for `job`, and the most in flight at once.
@@ -196,7 +258,7 @@ async fn helm_install_runs_a_hardened_pod_that_resets_over_tls() {
 
         // Over TLS to the simulator on the bridge, trusted only through --ca-bundle.
         create(&client, &ns, "r1", spec("node-helm-job")).await;
-        let done = wait_for(&client, &ns, "r1", Duration::from_secs(90), terminal).await;
+        let done = ended(&client, &ns, "r1", Duration::from_secs(90), node, &sim).await;
         assert_eq!(phase(&done), "Succeeded", "{:?}", done.status);
         assert_eq!(calls(&sim, "node-helm-job"), (1, 1));
         let call = &sim.executed_calls("node-helm-job")[0];
@@ -321,7 +383,7 @@ patches:
 
         create_default_secret(&client, &ns).await;
         create(&client, &ns, "r1", spec("node-kust-job")).await;
-        let done = wait_for(&client, &ns, "r1", Duration::from_secs(90), terminal).await;
+        let done = ended(&client, &ns, "r1", Duration::from_secs(90), node, &sim).await;
         assert_eq!(phase(&done), "Succeeded", "{:?}", done.status);
         assert_eq!(calls(&sim, "node-kust-job"), (1, 1));
 
@@ -463,7 +525,7 @@ async fn two_replicas_one_leader_and_a_force_deleted_leader_is_replaced_within_t
 
         sim.open_gate("failover");
         for i in 0..jobs.len() {
-            wait_for(&client, &ns, &format!("r{i}"), Duration::from_secs(120), terminal).await;
+            ended(&client, &ns, &format!("r{i}"), Duration::from_secs(120), node, &sim).await;
         }
         let mut phases = BTreeMap::new();
         for (i, j) in jobs.iter().enumerate() {
@@ -588,12 +650,13 @@ async fn helm_upgrade_rolls_the_pod_with_twenty_requests_in_flight_and_hands_the
         let handover = sigterm.elapsed();
         eprintln!("figure: helm upgrade: old Pod's SIGTERM -> new holder after {handover:.1?}");
         for i in 0..jobs.len() {
-            wait_for(
+            ended(
                 &client,
                 &ns,
                 &format!("r{i}"),
                 Duration::from_secs(90),
-                terminal,
+                node,
+                &sim,
             )
             .await;
         }
@@ -625,7 +688,7 @@ async fn helm_upgrade_rolls_the_pod_with_twenty_requests_in_flight_and_hands_the
         .await;
         // And it acts.
         create(&client, &ns, "after", spec("node-up-after")).await;
-        let done = wait_for(&client, &ns, "after", Duration::from_secs(60), terminal).await;
+        let done = ended(&client, &ns, "after", Duration::from_secs(60), node, &sim).await;
         assert_eq!(phase(&done), "Succeeded");
         assert_eq!(calls(&sim, "node-up-after"), (1, 1));
         assert_clean_logs(&all_logs(&ns, &sel).await);
@@ -748,7 +811,7 @@ async fn rrsa_in_a_pod_assumes_the_role_with_its_projected_token_and_rereads_it_
 
         // A resource with no Secret: the operator's default credentials, i.e. RRSA.
         create(&client, &ns, "r0", rrsa_spec("node-rrsa-0")).await;
-        let done = wait_for(&client, &ns, "r0", Duration::from_secs(90), terminal).await;
+        let done = ended(&client, &ns, "r0", Duration::from_secs(90), node, &sim).await;
         assert_eq!(phase(&done), "Succeeded", "{:?}", done.status);
         assert_eq!(calls(&sim, "node-rrsa-0"), (1, 1));
         let call = &sim.executed_calls("node-rrsa-0")[0];
@@ -770,7 +833,7 @@ async fn rrsa_in_a_pod_assumes_the_role_with_its_projected_token_and_rereads_it_
             let name = format!("r{n}");
             let job = format!("node-rrsa-{n}");
             create(&client, &ns, &name, rrsa_spec(&job)).await;
-            let done = wait_for(&client, &ns, &name, Duration::from_secs(90), terminal).await;
+            let done = ended(&client, &ns, &name, Duration::from_secs(90), node, &sim).await;
             assert_eq!(phase(&done), "Succeeded", "{name}: {:?}", done.status);
             assert_eq!(calls(&sim, &job), (1, 1));
             n += 1;

@@ -27,13 +27,9 @@ root=$(cd "$here/../.." && pwd)
 
 log() { printf 'controlplane/build: %s\n' "$*" >&2; }
 
-command -v go >/dev/null 2>&1 || { log "error: 'go' not found in PATH (Go 1.26 is needed)"; exit 1; }
-
-# Never let the go command fetch another toolchain; module fetches go through the
-# proxy and are verified against the committed go.sum files.
-export GOTOOLCHAIN=local
-export CGO_ENABLED=0
-export GOFLAGS="-mod=readonly -buildvcs=false"
+# shellcheck source=../lib/go-tools.sh
+source "$root/hack/lib/go-tools.sh"
+go_tools_env
 
 # Changing anything here changes the binaries: bump RECIPE so caches are rebuilt.
 RECIPE=2
@@ -69,50 +65,16 @@ hash=$(
       printf '== %s\n' "$f"
       cat "$here/$f"
     done
-  } | sha256sum | cut -c1-16
+  } | inputs_hash
 )
 cache_root=${DTS_CONTROLPLANE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dts-operator/controlplane}
-dir=$cache_root/$hash
-bin=$dir/bin
 programs=(kube-apiserver kubectl etcd helm kubelet kube-controller-manager kube-scheduler crane pause)
-
-complete() {
-  [ -f "$dir/complete" ] || return 1
-  local p
-  for p in "${programs[@]}"; do [ -x "$bin/$p" ] || return 1; done
-}
-
-link() {
-  mkdir -p "$root/.local/bin"
-  local p
-  for p in "${programs[@]}"; do ln -sfn "$bin/$p" "$root/.local/bin/$p"; done
-}
-
-if complete; then
-  link
-  echo "$bin"
-  exit 0
-fi
-
-mkdir -p "$dir"
-# One build at a time per cache entry (e.g. two test processes starting the cluster).
-exec 9>"$dir/lock"
-if ! flock -n 9; then
-  log "another build of $hash is running; waiting for it"
-  flock 9
-fi
-if complete; then
-  link
-  echo "$bin"
-  exit 0
-fi
+cache_entry "$cache_root" "$hash"
 
 command -v gcc >/dev/null 2>&1 || { log "error: 'gcc' not found (apt-get install gcc libc6-dev): it builds the node's pause program"; exit 1; }
 log "building kube-apiserver, kubectl, kubelet, kube-controller-manager, kube-scheduler, etcd ($KUBE_VERSION), helm ($HELM_VERSION) and crane ($CRANE_VERSION) into $bin"
 log "this takes a while on a cold machine (see hack/controlplane/NOTES.md); later runs reuse it"
-tmp=$(mktemp -d "$dir/bin.tmp.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
-start=$(date +%s)
+start_build
 
 # Module downloads first, so a proxy problem shows up as such (and quickly).
 (cd "$here/kubernetes" && go mod download) >&2
@@ -161,10 +123,4 @@ fi
 # go build names the etcd main package after its path element before /v3.
 mv "$tmp/server" "$tmp/etcd"
 
-rm -rf "$bin"
-mv "$tmp" "$bin"
-trap - EXIT
-date -u +%Y-%m-%dT%H:%M:%SZ >"$dir/complete"
-log "built in $(( $(date +%s) - start ))s"
-link
-echo "$bin"
+publish

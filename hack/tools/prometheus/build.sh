@@ -20,12 +20,9 @@ root=$(cd "$here/../../.." && pwd)
 
 log() { printf 'prometheus-tools/build: %s\n' "$*" >&2; }
 
-command -v go >/dev/null 2>&1 || { log "error: 'go' not found in PATH (Go 1.26 is needed)"; exit 1; }
-
-# Never fetch another toolchain; modules come through the proxy, checked against go.sum.
-export GOTOOLCHAIN=local
-export CGO_ENABLED=0
-export GOFLAGS="-mod=readonly -buildvcs=false"
+# shellcheck source=../lib/go-tools.sh
+source "$root/hack/lib/go-tools.sh"
+go_tools_env
 
 # Changing anything here changes the binaries: bump RECIPE so caches are rebuilt.
 RECIPE=1
@@ -52,48 +49,14 @@ hash=$(
       printf '== %s\n' "$f"
       cat "$here/$f"
     done
-  } | sha256sum | cut -c1-16
+  } | inputs_hash
 )
 cache_root=${DTS_PROMETHEUS_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dts-operator/prometheus-tools}
-dir=$cache_root/$hash
-bin=$dir/bin
 programs=(promtool promql-inspect)
-
-complete() {
-  [ -f "$dir/complete" ] || return 1
-  local p
-  for p in "${programs[@]}"; do [ -x "$bin/$p" ] || return 1; done
-}
-
-link() {
-  mkdir -p "$root/.local/bin"
-  local p
-  for p in "${programs[@]}"; do ln -sfn "$bin/$p" "$root/.local/bin/$p"; done
-}
-
-if complete; then
-  link
-  echo "$bin"
-  exit 0
-fi
-
-mkdir -p "$dir"
-# One build at a time per cache entry (hack/test.sh and a developer's run, two checkouts).
-exec 9>"$dir/lock"
-if ! flock -n 9; then
-  log "another build of $hash is running; waiting for it"
-  flock 9
-fi
-if complete; then
-  link
-  echo "$bin"
-  exit 0
-fi
+cache_entry "$cache_root" "$hash"
 
 log "building promtool ($PROMETHEUS_VERSION) and promql-inspect into $bin"
-tmp=$(mktemp -d "$dir/bin.tmp.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
-start=$(date +%s)
+start_build
 
 # Only the modules the build needs (go build fetches them); with -mod=readonly a module
 # missing from go.sum is an error rather than a silent change.
@@ -104,10 +67,4 @@ start=$(date +%s)
     ./promql-inspect
 ) >&2 || { log "error: go build failed"; exit 1; }
 
-rm -rf "$bin"
-mv "$tmp" "$bin"
-trap - EXIT
-date -u +%Y-%m-%dT%H:%M:%SZ >"$dir/complete"
-log "built in $(( $(date +%s) - start ))s"
-link
-echo "$bin"
+publish

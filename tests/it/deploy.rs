@@ -33,6 +33,7 @@ use crate::support::cluster::{cluster, local_bin, repo_root, unique_name};
 use crate::support::operator::{
     condition, create, create_secret, free_port, http_get, phase, wait_event, wait_phase,
 };
+use crate::support::{docs, kind};
 
 const BIN: &str = env!("CARGO_BIN_EXE_dts-operator");
 const T: Duration = Duration::from_secs(30);
@@ -150,19 +151,6 @@ fn read(path: &str) -> String {
 }
 
 // --- manifests ----------------------------------------------------------------------------
-
-/// The documents of a YAML stream, as JSON values (empty documents dropped).
-fn docs(yaml: &str) -> Vec<Value> {
-    serde_saphyr::from_multiple::<Value>(yaml)
-        .expect("valid YAML")
-        .into_iter()
-        .filter(|v| !v.is_null())
-        .collect()
-}
-
-fn kind(v: &Value) -> &str {
-    v["kind"].as_str().unwrap_or_default()
-}
 
 fn name(v: &Value) -> &str {
     v["metadata"]["name"].as_str().unwrap_or_default()

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use dts_operator::crd::DtsJobReset;
-use dts_simulator::{Answer, Simulator};
+use dts_simulator::Answer;
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -15,14 +15,6 @@ use kube::api::{Api, ObjectMeta, PostParams};
 use crate::support::operator::*;
 
 const T: Duration = Duration::from_secs(30);
-
-async fn setup_with_secret(prefix: &str) -> (kube::Client, String, Simulator) {
-    let (client, ns) = setup(prefix).await;
-    create_default_secret(&client, &ns).await;
-    let sim = Simulator::start().await;
-    sim.add_access_key(AK_ID, AK_SECRET);
-    (client, ns, sim)
-}
 
 fn leader_opts(ns: &str, url: &str) -> OperatorOptions {
     OperatorOptions::new(ns, url)

@@ -31,6 +31,7 @@ use crate::support::operator::{
     AK_ID, AK_SECRET, Operator, OperatorOptions, create, create_default_secret, phase, setup, spec,
     wait_phase,
 };
+use crate::support::{docs, kind};
 
 const RULES: &str = "deploy/monitoring/dts-operator-alerts.yaml";
 const RULE_TESTS: &str = "deploy/monitoring/dts-operator-alerts.test.yaml";
@@ -149,19 +150,6 @@ fn read(path: &str) -> String {
 
 fn yaml(text: &str) -> Value {
     serde_saphyr::from_str(text).expect("valid YAML")
-}
-
-/// The documents of a YAML stream (empty ones dropped).
-fn docs(text: &str) -> Vec<Value> {
-    serde_saphyr::from_multiple::<Value>(text)
-        .expect("valid YAML")
-        .into_iter()
-        .filter(|v| !v.is_null())
-        .collect()
-}
-
-fn kind(v: &Value) -> &str {
-    v["kind"].as_str().unwrap_or_default()
 }
 
 // --- the rules ----------------------------------------------------------------------------

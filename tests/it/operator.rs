@@ -11,19 +11,6 @@ use crate::support::operator::*;
 
 const T: Duration = Duration::from_secs(30);
 
-async fn sim() -> Simulator {
-    let s = Simulator::start().await;
-    s.add_access_key(AK_ID, AK_SECRET);
-    s
-}
-
-/// A fresh namespace with the standard credentials Secret, and a simulator that accepts it.
-async fn setup_with_secret(prefix: &str) -> (kube::Client, String, Simulator) {
-    let (client, ns) = setup(prefix).await;
-    create_default_secret(&client, &ns).await;
-    (client, ns, sim().await)
-}
-
 /// Waits (bounded) until one request is held at the simulator's gate `name`.
 async fn wait_gate(sim: &Simulator, name: &str, op: &Operator) {
     tokio::time::timeout(T, sim.wait_for_gate_waiters(name, 1))
@@ -356,7 +343,7 @@ async fn unknown_outcomes_are_never_retried() {
 #[tokio::test]
 async fn expired_token_with_rotated_secret_refreshes_once() {
     let (client, ns) = setup("rotate").await;
-    let sim = sim().await;
+    let sim = simulator().await;
     sim.add_sts_key("STS.old", "old-secret", "old-token");
     sim.add_sts_key("STS.new", "new-secret", "new-token");
     create_secret(
@@ -418,7 +405,7 @@ async fn expired_token_with_rotated_secret_refreshes_once() {
 #[tokio::test]
 async fn expired_token_twice_is_failed() {
     let (client, ns) = setup("expired").await;
-    let sim = sim().await;
+    let sim = simulator().await;
     sim.add_sts_key("STS.old", "old-secret", "old-token");
     sim.expire_token("old-token");
     create_secret(
@@ -448,7 +435,7 @@ async fn expired_token_twice_is_failed() {
 #[tokio::test]
 async fn secret_created_later_then_success() {
     let (client, ns) = setup("later").await;
-    let sim = sim().await;
+    let sim = simulator().await;
     let op = Operator::start(OperatorOptions::new(&ns, &sim.url())).await;
     create(&client, &ns, "w", spec("job-w")).await;
     let o = wait_for(&client, &ns, "w", T, |o| {
@@ -844,7 +831,7 @@ async fn default_credentials_only_for_allowed_namespaces() {
     let (client, ns) = setup("defaults").await;
     let c = crate::support::cluster::cluster().await;
     let other = c.fresh_namespace("defaults-other").await;
-    let sim = sim().await;
+    let sim = simulator().await;
     let no_secret = |job: &str| {
         let mut s = spec(job);
         s.credentials = None;
@@ -879,7 +866,7 @@ async fn default_credentials_only_for_allowed_namespaces() {
 #[tokio::test]
 async fn secrets_never_reach_logs_events_status_or_metrics() {
     let (client, ns) = setup("secrets").await;
-    let sim = sim().await;
+    let sim = simulator().await;
     let token = "CAIS+op/token=secret~value*1";
     sim.add_sts_key("STS.op", AK_SECRET, token);
     create_secret(
@@ -1332,7 +1319,7 @@ async fn a_secret_the_operator_may_not_read_stalls_until_rbac_allows_it() {
 #[tokio::test]
 async fn refused_rrsa_credentials_stall_until_fixed() {
     let (client, ns) = setup("rrsa-refused").await;
-    let sim = sim().await;
+    let sim = simulator().await;
     sim.add_valid_oidc_token("the-valid-oidc-token");
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");

@@ -11,14 +11,6 @@ use crate::support::operator::*;
 
 const T: Duration = Duration::from_secs(30);
 
-async fn setup_with_secret(prefix: &str) -> (kube::Client, String, Simulator) {
-    let (client, ns) = setup(prefix).await;
-    create_default_secret(&client, &ns).await;
-    let sim = Simulator::start().await;
-    sim.add_access_key(AK_ID, AK_SECRET);
-    (client, ns, sim)
-}
-
 /// Fast verification for tests: a read every second for up to `window`.
 fn opts(ns: &str, sim: &Simulator, window: &str) -> OperatorOptions {
     OperatorOptions::new(ns, &sim.url())

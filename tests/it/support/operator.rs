@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dts_operator::crd::{DtsJobReset, DtsJobResetSpec};
+use dts_simulator::Simulator;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
@@ -42,6 +43,20 @@ pub async fn setup(prefix: &str) -> (Client, String) {
     let c = cluster().await;
     let ns = c.fresh_namespace(prefix).await;
     (c.admin_client(), ns)
+}
+
+/// A simulator that accepts the standard AccessKey.
+pub async fn simulator() -> Simulator {
+    let s = Simulator::start().await;
+    s.add_access_key(AK_ID, AK_SECRET);
+    s
+}
+
+/// A fresh namespace with the standard credentials Secret, and a simulator that accepts it.
+pub async fn setup_with_secret(prefix: &str) -> (Client, String, Simulator) {
+    let (client, ns) = setup(prefix).await;
+    create_default_secret(&client, &ns).await;
+    (client, ns, simulator().await)
 }
 
 /// A free loopback port (bind, read, release).

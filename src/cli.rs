@@ -124,6 +124,20 @@ pub struct RunArgs {
     )]
     pub dts_burst: u32,
 
+    /// Adapt the ResetDtsJob rate to the service: a Throttling* answer lowers it (x0.7, never
+    /// below 5% of --dts-qps), successes raise it again, never above --dts-qps. `true` or
+    /// `false`.
+    #[arg(
+        long,
+        env = "DTS_OPERATOR_DTS_ADAPTIVE_RATE",
+        default_value_t = true,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_name = "BOOL",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub dts_adaptive_rate: bool,
+
     /// Client-side rate limit of reads (DescribeDtsJobDetail), calls per second (0 = none): a
     /// bucket of its own, so verification never slows resets.
     #[arg(long, env = "DTS_OPERATOR_DTS_READ_QPS", default_value_t = 10.0)]
@@ -388,6 +402,7 @@ mod tests {
         assert_eq!(a.max_concurrent_resets, 8);
         assert_eq!(a.dts_qps, 5.0);
         assert_eq!(a.dts_burst, 10);
+        assert!(a.dts_adaptive_rate);
         assert_eq!(a.metrics_addr.to_string(), "0.0.0.0:8080");
         assert!(!a.leader_elect);
         assert_eq!(a.leader_election_lease_name, "dts-operator");
@@ -399,6 +414,22 @@ mod tests {
         assert_eq!(a.verify.verify_interval, Duration::from_secs(10));
         assert_eq!(a.verify.verify_window, Duration::from_secs(300));
         assert_eq!(a.log_format, crate::telemetry::LogFormat::Text);
+    }
+
+    #[test]
+    fn adaptive_rate_takes_true_or_false() {
+        let parse = |args: &[&str]| {
+            let cli = Cli::try_parse_from([&["dts-operator", "run"], args].concat())?;
+            let Command::Run(a) = cli.command else {
+                panic!("run expected")
+            };
+            Ok::<bool, clap::Error>(a.dts_adaptive_rate)
+        };
+        assert!(!parse(&["--dts-adaptive-rate=false"]).unwrap());
+        assert!(!parse(&["--dts-adaptive-rate", "false"]).unwrap());
+        assert!(parse(&["--dts-adaptive-rate=true"]).unwrap());
+        assert!(parse(&["--dts-adaptive-rate"]).unwrap());
+        assert!(parse(&["--dts-adaptive-rate=maybe"]).is_err());
     }
 
     #[test]

@@ -79,6 +79,8 @@ pub struct Metrics {
     pub leader: Gauge,
     /// `dts_operator_verifications_total{result}`.
     pub verifications: Family<VerificationLabels, Counter>,
+    /// `dts_operator_dts_rate_limit`: ResetDtsJob calls per second the limiter permits now.
+    pub dts_rate_limit: crate::ratelimit::RateGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -139,6 +141,12 @@ impl Metrics {
             "Uncertain outcomes concluded by reading the job, by result",
             verifications.clone(),
         );
+        let dts_rate_limit = crate::ratelimit::RateGauge::default();
+        registry.register(
+            "dts_rate_limit",
+            "ResetDtsJob calls per second the client-side limiter permits now (lowered by throttling when --dts-adaptive-rate; 0: unlimited)",
+            dts_rate_limit.clone(),
+        );
         for p in Phase::ALL {
             resources
                 .get_or_create(&PhaseLabels { phase: p.as_str() })
@@ -156,6 +164,7 @@ impl Metrics {
             resources,
             leader,
             verifications,
+            dts_rate_limit,
         }
     }
 
@@ -219,6 +228,7 @@ mod tests {
             })
             .inc();
         m.leader.set(1);
+        m.dts_rate_limit.set(12.5);
         m.set_phase_counts(&[(Phase::Succeeded, 2)]);
         let text = m.encode();
         for needle in [
@@ -230,6 +240,8 @@ mod tests {
             "dts_operator_resources{phase=\"Succeeded\"} 2",
             "dts_operator_resources{phase=\"Pending\"} 0",
             "dts_operator_leader 1",
+            "# TYPE dts_operator_dts_rate_limit gauge",
+            "dts_operator_dts_rate_limit 12.5",
             "dts_operator_verifications_total{result=\"no_effect\"} 0",
         ] {
             assert!(text.contains(needle), "missing {needle}\n{text}");

@@ -150,6 +150,8 @@ pub struct RunConfig {
     pub dts_qps: f64,
     /// `--dts-burst`.
     pub dts_burst: u32,
+    /// `--dts-adaptive-rate`.
+    pub dts_adaptive_rate: bool,
     /// `--dts-read-qps`.
     pub dts_read_qps: f64,
     /// `--dts-read-burst`.
@@ -248,6 +250,7 @@ impl RunConfig {
             max_concurrent_resets: args.max_concurrent_resets,
             dts_qps: args.dts_qps,
             dts_burst: args.dts_burst,
+            dts_adaptive_rate: args.dts_adaptive_rate,
             dts_read_qps: args.dts_read_qps,
             dts_read_burst: args.dts_read_burst,
             shutdown_timeout: args.shutdown_timeout,
@@ -351,6 +354,7 @@ async fn build_context(config: &RunConfig) -> Result<Context, RunError> {
                 + JOB_LEASE_EXTRA,
         )
     });
+    let metrics = Arc::new(Metrics::new());
     Ok(Context {
         client: client.clone(),
         watch_client,
@@ -358,8 +362,8 @@ async fn build_context(config: &RunConfig) -> Result<Context, RunError> {
         dts: Arc::new(dts),
         default_credentials,
         recorder: Recorder::new(client, reporter),
-        metrics: Arc::new(Metrics::new()),
-        bucket: TokenBucket::new(config.dts_qps, config.dts_burst),
+        bucket: reset_bucket(config).with_gauge(metrics.dts_rate_limit.clone()),
+        metrics,
         read_bucket: TokenBucket::new(config.dts_read_qps, config.dts_read_burst),
         sends: Semaphore::new(config.max_concurrent_resets as usize),
         reservations: Default::default(),
@@ -370,6 +374,15 @@ async fn build_context(config: &RunConfig) -> Result<Context, RunError> {
         claims: Default::default(),
         unsent: Default::default(),
     })
+}
+
+/// The bucket shared by every ResetDtsJob call: adaptive unless `--dts-adaptive-rate=false`.
+fn reset_bucket(config: &RunConfig) -> TokenBucket {
+    if config.dts_adaptive_rate {
+        TokenBucket::adaptive(config.dts_qps, config.dts_burst)
+    } else {
+        TokenBucket::new(config.dts_qps, config.dts_burst)
+    }
 }
 
 /// `/metrics`, `/healthz`, `/readyz`; binding errors are configuration errors.

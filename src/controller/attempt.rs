@@ -29,12 +29,13 @@ use super::{Context, Error, verification};
 use crate::aliyun::client::ResetCall;
 use crate::aliyun::dts::ResetDtsJobParams;
 use crate::aliyun::endpoint::Endpoint;
-use crate::aliyun::error::{AttemptOutcome, classify};
+use crate::aliyun::error::{AttemptOutcome, Class, RetryReason, classify};
 use crate::aliyun::signer::SigningContext;
 use crate::crd::{
     DtsJobReset, DtsJobResetStatus, JobSnapshot, Phase, RequestRecord, condition, event_reason,
     reason,
 };
+use crate::ratelimit::Grant;
 use crate::retry::{NextStep, jitter_unit, next_step};
 
 /// How long past an attempt's timeout a claim stays valid before another controller may report
@@ -167,10 +168,10 @@ async fn pipeline(ctx: &Context, a: &Attempt<'_>) -> Result<Action, Stop> {
     let endpoint = endpoint(ctx, a)?;
     let credentials = credentials(ctx, a).await?;
     let _reservation = exclusion(ctx, a)?;
-    let _permit = permits(ctx).await?;
+    let (_permit, grant) = permits(ctx).await?;
     let job = job_lease(ctx, a).await?;
     let before = verification::pre_image(ctx, a.obj, a.desired, &endpoint, &credentials).await;
-    let result = claimed_attempt(ctx, a, job.as_ref(), endpoint, credentials, before).await;
+    let result = claimed_attempt(ctx, a, job.as_ref(), endpoint, credentials, before, grant).await;
     if let (Some(held), Some(leases)) = (job, ctx.job_leases.as_ref()) {
         leases.release(held).await;
     }
@@ -212,6 +213,7 @@ async fn claimed_attempt(
     endpoint: Endpoint,
     credentials: ResolvedCredentials,
     before: Option<JobSnapshot>,
+    grant: Grant,
 ) -> Result<(Sent, DtsJobReset), Stop> {
     let claim = claim(ctx, a, before).await?;
     if let Err(why) = fence(ctx, &claim, job) {
@@ -219,7 +221,7 @@ async fn claimed_attempt(
         withdraw(ctx, a, &claim).await;
         return Err(Stop::Later(FENCED_RECHECK));
     }
-    let sent = send(ctx, a, &claim, endpoint, credentials).await;
+    let sent = send(ctx, a, &claim, endpoint, credentials, grant).await;
     match record(ctx, a, claim, &sent).await? {
         Recorded::Landed(stored) => Ok((sent, *stored)),
         Recorded::Lost => Err(Stop::Done(Action::await_change())),
@@ -332,16 +334,16 @@ fn concurrent_wait(who: &str, key: &super::exclusion::JobKey) -> Wait {
 /// Limits toward DTS (concurrency, then rate), then a last look at shutdown and — with leader
 /// election — at this process's view of its lease before claiming: a leader whose view could
 /// expire during the attempt claims nothing.
-async fn permits(ctx: &Context) -> Result<tokio::sync::SemaphorePermit<'_>, Stop> {
+async fn permits(ctx: &Context) -> Result<(tokio::sync::SemaphorePermit<'_>, Grant), Stop> {
     let permit = ctx.sends.acquire().await.expect("semaphore never closed");
-    ctx.bucket.acquire().await;
+    let grant = ctx.bucket.acquire().await;
     not_stopping(ctx)?;
     if let Some(lease) = ctx.leader.get()
         && lease.remaining() < ctx.config.attempt_timeout + FENCE_MARGIN
     {
         return Err(Stop::Later(FENCED_RECHECK));
     }
-    Ok(permit)
+    Ok((permit, grant))
 }
 
 /// The job Lease: no other process may have a call in flight for this (region, job).
@@ -455,6 +457,7 @@ async fn send(
     claim: &Claimed,
     endpoint: Endpoint,
     credentials: ResolvedCredentials,
+    grant: Grant,
 ) -> Sent {
     let call = ResetCall {
         endpoint,
@@ -468,6 +471,7 @@ async fn send(
     let elapsed = started.elapsed();
     let class = classify(&outcome);
     tracing::info!(attempt = claim.attempt, outcome = %outcome.describe(), ?class, "ResetDtsJob answered");
+    rate_feedback(ctx, class, grant);
     let step = next_step(
         class,
         u32::try_from(claim.attempt.max(1)).unwrap_or(1),
@@ -486,6 +490,15 @@ async fn send(
         outcome,
         step,
         elapsed,
+    }
+}
+
+/// What the answer says about the rate DTS allows: throttled, or accepted (the adaptive bucket).
+fn rate_feedback(ctx: &Context, class: Class, grant: Grant) {
+    match class {
+        Class::Retryable(RetryReason::Throttled) => ctx.bucket.throttled(grant),
+        Class::Succeeded => ctx.bucket.succeeded(grant),
+        _ => {}
     }
 }
 

@@ -1019,6 +1019,7 @@ async fn helm_lint_is_clean_and_the_schema_refuses_bad_values() {
         ("wachNamespace=typo", "wachNamespace"),
         ("replicaCount=0", "replicaCount"),
         ("dtsQps=fast", "dtsQps"),
+        ("dtsAdaptiveRate=sometimes", "dtsAdaptiveRate"),
     ] {
         let out = helm_template("x", "default", &[set]).await;
         assert!(!out.ok(), "--set {set} must be refused");
@@ -1182,6 +1183,7 @@ async fn chart_values_render_as_documented() {
             "maxConcurrentResets=4",
             "dtsQps=2.5",
             "dtsBurst=7",
+            "dtsAdaptiveRate=false",
             "logFormat=text",
             "caBundle.configMapName=private-ca",
             "serviceAccount.annotations.pod-identity\\.alibabacloud\\.com/role-name=dts-reset",
@@ -1201,6 +1203,7 @@ async fn chart_values_render_as_documented() {
         "--max-concurrent-resets=4",
         "--dts-qps=2.5",
         "--dts-burst=7",
+        "--dts-adaptive-rate=false",
         "--log-format=text",
         "--ca-bundle=/etc/dts-operator/ca/ca.crt",
     ] {

@@ -5,6 +5,7 @@
 //! the operator as a Pod on a real node (`node`, run by hack/test.sh on a control plane with a
 //! node).
 
+mod adaptive_rate;
 mod client;
 mod controlplane;
 mod deploy;

@@ -1113,7 +1113,7 @@ async fn rules_and_dashboard_query_only_what_the_operator_exposes() {
         r#"rate(dts_operator_dts_requests_total{errCode="Throttling.User"}[5m])"#,
         r#"histogram_quantile(0.9, rate(dts_operator_dts_request_duration_bucket[5m]))"#,
         r#"dts_operator_leader{phase="Unknown"}"#,
-        r#"dts_operator_dts_rate_limit"#,
+        r#"dts_operator_dts_rate_limits"#,
         r#"sum(rate(dts_operator_reconciles_total[5m]"#,
     ];
     let misses: Vec<Query> = near_misses

@@ -16,6 +16,7 @@
 //! | POST | `/_simulator/tokens/expire` | `{"securityToken":".."}` |
 //! | POST | `/_simulator/oidc-tokens` | `{"token":".."}` (from then on only listed tokens are valid) |
 //! | GET | `/_simulator/in-flight?regionId=..&dtsJobId=..` | `{"current":n,"max":n}` |
+//! | POST | `/_simulator/rate-limit` | `{"rate":10,"burst":10}` (burst optional), or `null` to lift it |
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 
 use crate::answer::Answer;
+use crate::flow::RateLimit;
 use crate::state::Shared;
 use crate::verify::KeyRecord;
 
@@ -45,6 +47,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/_simulator/tokens/expire", post(expire_token))
         .route("/_simulator/oidc-tokens", post(oidc_token))
         .route("/_simulator/in-flight", get(in_flight))
+        .route("/_simulator/rate-limit", post(rate_limit))
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, (StatusCode, String)> {
@@ -186,4 +189,34 @@ async fn in_flight(
         "max": s.max_in_flight(region, job),
     }))
     .into_response()
+}
+
+#[derive(Deserialize)]
+struct RateLimitBody {
+    rate: f64,
+    #[serde(default)]
+    burst: Option<u32>,
+}
+
+async fn rate_limit(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    match parse::<Option<RateLimitBody>>(&body) {
+        Ok(None) => {
+            s.set_rate_limit(None);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(Some(b)) if b.rate.is_finite() && b.rate > 0.0 && b.burst != Some(0) => {
+            let mut limit = RateLimit::per_second(b.rate);
+            if let Some(burst) = b.burst {
+                limit.burst = burst;
+            }
+            s.set_rate_limit(Some(limit));
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(Some(_)) => (
+            StatusCode::BAD_REQUEST,
+            "rate must be more than 0 and burst at least 1\n".to_string(),
+        )
+            .into_response(),
+        Err(r) => r.into_response(),
+    }
 }

@@ -9,6 +9,7 @@
 //! Modules:
 //! - [`verify`]: pure signature algorithms and request authentication (no I/O, clock passed in).
 //! - [`answer`]: scripted answers and the exact response bodies (pure).
+//! - [`flow`]: the server-side rate limit per AccessKeyId and action (pure).
 //! - [`record`]: the call record tests assert on (pure data).
 //! - `server`: the gateway handler — decision order, execution of answers, logging.
 //! - `sts`: `AssumeRoleWithOIDC` — validation, issuing and registering temporary keys.
@@ -32,6 +33,7 @@
 #![warn(missing_docs)]
 
 pub mod answer;
+pub mod flow;
 pub mod jobs;
 pub mod oidc;
 pub mod record;
@@ -51,6 +53,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 pub use answer::Answer;
+pub use flow::RateLimit;
 pub use jobs::Job;
 pub use oidc::OidcProvider;
 pub use record::{RecordedCall, Style};
@@ -84,6 +87,10 @@ pub struct SimConfig {
     /// accepted (or only registered ones, see [`Simulator::add_valid_oidc_token`]); set: a token
     /// must also be an RS256 JWT signed by one of its keys, for its audience, not expired.
     pub oidc: Option<OidcProvider>,
+    /// Server-side flow control per (AccessKeyId, action): authenticated calls above it are
+    /// answered HTTP 400 `Throttling.User` and not executed (see [`Simulator::set_rate_limit`]).
+    /// Default `None`: no limit.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Default for SimConfig {
@@ -95,6 +102,7 @@ impl Default for SimConfig {
             tls: None,
             allow_non_loopback: false,
             oidc: None,
+            rate_limit: None,
         }
     }
 }
@@ -200,6 +208,7 @@ impl Simulator {
         if let Some(provider) = config.oidc.clone() {
             shared.set_oidc_provider(provider);
         }
+        shared.set_rate_limit(config.rate_limit);
         let app = admin::routes()
             .fallback(server::gateway)
             .with_state(shared.clone());
@@ -294,6 +303,19 @@ impl Simulator {
     /// The answer used when a job's queue is empty (initially [`Answer::Success`]).
     pub fn set_default_answer(&self, answer: Answer) {
         self.shared().set_default_answer(answer);
+    }
+
+    /// Sets the server-side limit from now on (`None` lifts it); every bucket starts full.
+    /// Authenticated calls above it get HTTP 400 `Throttling.User` (no retry hint), are not
+    /// executed (never among [`executed_calls`](Self::executed_calls)) and are recorded with
+    /// [`RecordedCall::throttled`] set (see [`throttled_calls`](Self::throttled_calls)).
+    pub fn set_rate_limit(&self, limit: Option<RateLimit>) {
+        self.shared().set_rate_limit(limit);
+    }
+
+    /// Calls refused by the server-side limit, in order.
+    pub fn throttled_calls(&self) -> Vec<RecordedCall> {
+        self.calls().into_iter().filter(|c| c.throttled).collect()
     }
 
     /// Opens gate `name`: held requests proceed, and later ones pass straight through.

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
-use dts_simulator::{Answer, OidcProvider, SimConfig, Simulator, TlsIdentity};
+use dts_simulator::{Answer, OidcProvider, RateLimit, SimConfig, Simulator, TlsIdentity};
 
 /// A local SIMULATOR of the Alibaba Cloud DTS API (ResetDtsJob) and STS AssumeRoleWithOIDC, for
 /// testing. It is not the real service and never contacts Alibaba Cloud.
@@ -67,6 +67,12 @@ struct Args {
     /// request's DurationSeconds).
     #[arg(long, env = "DTS_SIMULATOR_STS_VALIDITY_SECS")]
     sts_validity_secs: Option<u64>,
+
+    /// Server-side flow control, RATE[:BURST] calls per second per AccessKeyId and action (burst
+    /// default: one second's worth): authenticated calls above it are answered HTTP 400
+    /// Throttling.User, like the gateway's flow control, and are not executed. Default: no limit.
+    #[arg(long, env = "DTS_SIMULATOR_RATE_LIMIT", value_name = "RATE[:BURST]", value_parser = RateLimit::parse)]
+    rate_limit: Option<RateLimit>,
 
     /// Log format on stderr.
     #[arg(long, env = "DTS_SIMULATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -129,6 +135,7 @@ async fn main() -> ExitCode {
         access_key_secret,
         script,
         sts_validity_secs,
+        rate_limit,
         log_format,
     } = args;
     init_logging(log_format);
@@ -206,6 +213,7 @@ async fn main() -> ExitCode {
         tls,
         allow_non_loopback,
         oidc,
+        rate_limit,
         ..SimConfig::default()
     };
     let sim = match Simulator::try_start_with(config).await {

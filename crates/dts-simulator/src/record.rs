@@ -62,6 +62,10 @@ pub struct RecordedCall {
     /// The request passed verification and reached the scripted ResetDtsJob: the reset may have
     /// happened.
     pub executed: bool,
+    /// Refused by the server-side limit ([`crate::RateLimit`]): answered `Throttling.User`,
+    /// never executed. Scripted throttling answers are executed calls and leave this `false`.
+    #[serde(default)]
+    pub throttled: bool,
     /// `RequestId` answered, if any.
     pub request_id: Option<String>,
 }

@@ -120,6 +120,7 @@ fn initial_record(parsed: &ParsedRequest, now: jiff::Timestamp) -> RecordedCall 
         outcome: "pending".to_owned(),
         http_status: 0,
         executed: false,
+        throttled: false,
         request_id: None,
     }
 }
@@ -157,6 +158,12 @@ async fn handle(
         Err(rejection) => {
             let a = reject(parsed, request_id, &rejection);
             finish(shared, parsed, seq, request_id, &rejection.code, &a);
+            Outcome::Answer(a)
+        }
+        Ok(Decision::Throttled) => {
+            let a = reject(parsed, request_id, &throttled());
+            shared.update_call(seq, |c| c.throttled = true);
+            finish(shared, parsed, seq, request_id, THROTTLED_CODE, &a);
             Outcome::Answer(a)
         }
         Ok(Decision::Sts(mut value)) => {
@@ -207,8 +214,15 @@ async fn handle(
 
 enum Decision {
     Sts(serde_json::Value),
-    Execute { job: String, region: String },
-    Describe { job: String },
+    /// Above the server-side limit: refused before execution.
+    Throttled,
+    Execute {
+        job: String,
+        region: String,
+    },
+    Describe {
+        job: String,
+    },
 }
 
 fn exec_ctx(shared: &Arc<Shared>, parsed: &ParsedRequest, request_id: &str, job: &str) -> ExecCtx {
@@ -268,6 +282,10 @@ fn decide(
             ),
         ));
     }
+    let key = parsed.access_key_id.as_deref().unwrap_or_default();
+    if !shared.admit(key, action.unwrap_or_default()) {
+        return Ok(Decision::Throttled);
+    }
     let job = parsed
         .params
         .get("DtsJobId")
@@ -285,6 +303,18 @@ fn decide(
     }
     let region = parsed.params.get("RegionId").cloned().unwrap_or_default();
     Ok(Decision::Execute { job, region })
+}
+
+/// The code of the answer above the server-side limit.
+const THROTTLED_CODE: &str = "Throttling.User";
+
+/// The gateway's flow-control refusal, as [`Answer::throttling`] answers it.
+fn throttled() -> Rejection {
+    Rejection::new(
+        400,
+        THROTTLED_CODE,
+        "Request was denied due to user flow control.",
+    )
 }
 
 fn not_found() -> Rejection {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::answer::Answer;
+use crate::flow::{Buckets, RateLimit};
 use crate::jobs::Job;
 use crate::oidc::OidcProvider;
 use crate::record::RecordedCall;
@@ -48,6 +49,7 @@ struct Mutable {
     missing_jobs: HashSet<String>,
     read_scripts: HashMap<String, VecDeque<Answer>>,
     reset_delay: Duration,
+    flow: Option<Buckets>,
 }
 
 impl Shared {
@@ -72,6 +74,7 @@ impl Shared {
                 missing_jobs: HashSet::new(),
                 read_scripts: HashMap::new(),
                 reset_delay: Duration::ZERO,
+                flow: None,
             }),
             gate_events: watch::channel(0).0,
             shutdown: watch::channel(false).0,
@@ -195,6 +198,22 @@ impl Shared {
 
     pub(crate) fn pending_answers(&self, job: &str) -> usize {
         self.lock().scripts.get(job).map_or(0, VecDeque::len)
+    }
+
+    // --- flow control ----------------------------------------------------------------------
+
+    /// Sets (or with `None` lifts) the server-side limit; buckets start full.
+    pub(crate) fn set_rate_limit(&self, limit: Option<RateLimit>) {
+        self.lock().flow = limit.map(Buckets::new);
+    }
+
+    /// Whether a call by `key` to `action` passes flow control now (always, without a limit).
+    pub(crate) fn admit(&self, key: &str, action: &str) -> bool {
+        let now = std::time::Instant::now();
+        self.lock()
+            .flow
+            .as_mut()
+            .is_none_or(|b| b.admit(key, action, now))
     }
 
     // --- STS -------------------------------------------------------------------------------

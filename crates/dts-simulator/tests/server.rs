@@ -776,3 +776,109 @@ async fn refuses_non_loopback_bind() {
         Err(dts_simulator::StartError::NotLoopback(_))
     ));
 }
+
+#[tokio::test]
+async fn rate_limit_throttles_per_key_and_action_without_executing() {
+    let sim = Simulator::start_with(SimConfig {
+        // A refill so slow that no token comes back during the test.
+        rate_limit: Some(dts_simulator::RateLimit {
+            rate: 0.001,
+            burst: 2,
+        }),
+        ..SimConfig::default()
+    })
+    .await;
+    sim.add_access_key("k1", "s1");
+    sim.add_access_key("k2", "s2");
+    let (k1, k2) = (Creds::new("k1", "s1"), Creds::new("k2", "s2"));
+    let reset = |c: &Creds| V1::reset("POST", c, op("job"), Place::Query).build(&c.secret);
+
+    let mut statuses = Vec::new();
+    let mut last = None;
+    for _ in 0..4 {
+        let resp = send(sim.addr(), &reset(&k1)).await;
+        statuses.push(resp.status);
+        last = Some(resp);
+    }
+    assert_eq!(statuses, [200, 200, 400, 400]);
+    let last = last.unwrap();
+    assert_eq!(last.json()["Code"], "Throttling.User");
+    assert_eq!(
+        last.json()["Message"],
+        "Request was denied due to user flow control."
+    );
+    assert!(last.json()["RequestId"].is_string());
+    assert_eq!(last.header("x-acs-retry-after"), None);
+    // Another key has a bucket of its own; so has another action of the same key.
+    assert_eq!(send(sim.addr(), &reset(&k2)).await.status, 200);
+    let describe = V1::reset("POST", &k1, op("job"), Place::Query)
+        .set("Action", "DescribeDtsJobDetail")
+        .build("s1");
+    assert_eq!(send(sim.addr(), &describe).await.status, 200);
+    // A bad signature is refused as such, before flow control.
+    let forged = V1::reset("POST", &k1, op("job"), Place::Query).build("wrong");
+    assert_eq!(
+        send(sim.addr(), &forged).await.json()["Code"],
+        "SignatureDoesNotMatch"
+    );
+
+    assert_eq!(
+        sim.executed_calls("job").len(),
+        3,
+        "throttled calls never execute"
+    );
+    let throttled = sim.throttled_calls();
+    assert_eq!(throttled.len(), 2);
+    assert!(throttled.iter().all(|c| !c.executed
+        && c.outcome == "Throttling.User"
+        && c.http_status == 400
+        && c.access_key_id.as_deref() == Some("k1")));
+    // The record tells limit refusals from scripted throttling answers.
+    sim.set_rate_limit(None);
+    sim.script("job", [Answer::throttling()]);
+    assert_eq!(send(sim.addr(), &reset(&k1)).await.status, 400);
+    assert_eq!(sim.throttled_calls().len(), 2);
+    assert_eq!(sim.executed_calls("job").len(), 4);
+}
+
+#[tokio::test]
+async fn rate_limit_set_at_run_time_and_over_http() {
+    let (sim, creds) = sim().await;
+    let reset = || V1::reset("POST", &creds, op("j"), Place::Query).build(&creds.secret);
+    for _ in 0..3 {
+        assert_eq!(
+            send(sim.addr(), &reset()).await.status,
+            200,
+            "no limit by default"
+        );
+    }
+    let resp = send(
+        sim.addr(),
+        &Req::new("POST", "/_simulator/rate-limit").body(r#"{"rate":0.001,"burst":1}"#),
+    )
+    .await;
+    assert_eq!(resp.status, 204, "{}", resp.body);
+    assert_eq!(send(sim.addr(), &reset()).await.status, 200);
+    assert_eq!(send(sim.addr(), &reset()).await.status, 400);
+    let resp = send(sim.addr(), &Req::new("GET", "/_simulator/calls")).await;
+    let calls = resp.json();
+    assert_eq!(calls.as_array().unwrap().last().unwrap()["throttled"], true);
+    for bad in [r#"{"rate":0}"#, r#"{"rate":1,"burst":0}"#, "{"] {
+        let resp = send(
+            sim.addr(),
+            &Req::new("POST", "/_simulator/rate-limit").body(bad),
+        )
+        .await;
+        assert_eq!(resp.status, 400, "{bad}");
+    }
+    let lifted = send(
+        sim.addr(),
+        &Req::new("POST", "/_simulator/rate-limit").body("null"),
+    )
+    .await;
+    assert_eq!(lifted.status, 204);
+    assert_eq!(send(sim.addr(), &reset()).await.status, 200);
+    // Throttled: 1 of 6 ResetDtsJob calls; executed: the other 5.
+    assert_eq!(sim.throttled_calls().len(), 1);
+    assert_eq!(sim.executed_calls("j").len(), 5);
+}

@@ -66,6 +66,12 @@ pub struct RunArgs {
     #[arg(long, env = "DTS_OPERATOR_NAMESPACE", value_name = "NS")]
     pub namespace: Option<String>,
 
+    /// Watch only resources whose labels match this label selector, as `kubectl -l`
+    /// (`shard=a`, `shard in (a,b)`, `!legacy`, …), so several installations — each with its own
+    /// leader-election Lease — split a fleet. Default: every resource.
+    #[arg(long, env = "DTS_OPERATOR_SELECTOR", value_name = "SELECTOR")]
+    pub selector: Option<String>,
+
     /// Region of resources that name none.
     #[arg(
         long,
@@ -399,6 +405,7 @@ mod tests {
         assert_eq!(a.verify.verify_interval, Duration::from_secs(10));
         assert_eq!(a.verify.verify_window, Duration::from_secs(300));
         assert_eq!(a.log_format, crate::telemetry::LogFormat::Text);
+        assert_eq!(a.selector, None);
     }
 
     #[test]

@@ -32,8 +32,10 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The subcommands.
+/// The subcommands. Each one's flags are built only when it runs (`defer`): a cold `reset` does
+/// not construct `run`'s thirty flags (nor read their environment variables) to parse its own.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum Command {
     /// Run the controller: watch DtsJobReset resources and reset their DTS jobs, at most once
     /// per request.

@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# Benchmark: the cold-process cost of one ResetDtsJob call — `dts-operator reset` against the
-# official Alibaba Cloud Python SDK (alibabacloud-dts20200101) making the same call against the
-# same local simulator. Runs both side by side, alternating, and prints medians and ratios.
+# Benchmark: the cold-process cost of one ResetDtsJob call — `dts-operator reset` against two
+# official Alibaba Cloud stacks making the same call against the same local simulator: the Python
+# SDK (alibabacloud-dts20200101) and the compiled Go OpenAPI stack
+# (github.com/alibabacloud-go/darabonba-openapi/v2 v2.1.13, `Client.CallApi`, RPC style — what the
+# generated Go SDKs call; hack/tools/go-openapi-peer). Runs all three side by side, alternating,
+# and prints medians and ratios.
 #
 #   hack/bench-reset.sh [ROUNDS]      (default 15 rounds)
+#   BENCH_OPERATOR=/path/to/dts-operator hack/bench-reset.sh   (measure that binary, e.g. an older
+#                                                               build, instead of building one)
 #
-# Measures user+sys CPU time, wall time and peak RSS of each child (os.wait4 rusage). Installs the SDK in a
-# throw-away virtualenv under ${XDG_CACHE_HOME:-~/.cache}/dts-operator/bench-venv. Nothing here
-# is a test: it reports numbers, it asserts nothing.
+# Measures user+sys CPU time, wall time and peak RSS of each child (os.wait4 rusage). Installs the
+# Python SDK in a throw-away virtualenv under ${XDG_CACHE_HOME:-~/.cache}/dts-operator/bench-venv;
+# builds the Go peer from its pinned module (hack/tools/go-openapi-peer/build.sh, cached by input
+# hash). Nothing here is a test: it reports numbers, it asserts nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -21,8 +27,15 @@ target=${CARGO_TARGET_DIR:-$root/target}
 log() { printf '==> %s\n' "$*" >&2; }
 
 
-log "building release binaries"
-cargo build --release --locked -p dts-operator -p dts-simulator >&2
+if [ -n "${BENCH_OPERATOR:-}" ]; then
+  log "building the simulator; measuring $BENCH_OPERATOR"
+  cargo build --release --locked -p dts-simulator >&2
+  ours=$BENCH_OPERATOR
+else
+  log "building release binaries"
+  cargo build --release --locked -p dts-operator -p dts-simulator >&2
+  ours=$target/release/dts-operator
+fi
 
 if [ ! -x "$venv/bin/python" ]; then
   log "creating a virtualenv with the official SDK (alibabacloud-dts20200101)"
@@ -30,6 +43,9 @@ if [ ! -x "$venv/bin/python" ]; then
   "$venv/bin/pip" install -q --disable-pip-version-check alibabacloud-dts20200101 >&2
 fi
 "$venv/bin/pip" show alibabacloud-dts20200101 2>/dev/null | grep -E '^(Name|Version)' >&2 || true
+
+log "building the Go peer (darabonba-openapi v2.1.13)"
+go_peer=$(hack/tools/go-openapi-peer/build.sh | tail -n 1)
 
 work=$(mktemp -d)
 sim_pid=""
@@ -65,12 +81,13 @@ log "$rounds rounds, alternating (after one warm-up run of each)"
 # the memory of whoever forked it (Linux keeps the pre-exec high-water mark), so it must be
 # forked from a small process, not from Python. CPU comes from os.wait4 on GNU time with
 # microsecond resolution (it includes GNU time's own few hundred microseconds: conservative).
-python3 - "$rounds" "$target/release/dts-operator" "$port" "$venv/bin/python" "$work/sdk_reset.py" <<'PY'
+python3 - "$rounds" "$ours" "$port" "$venv/bin/python" "$work/sdk_reset.py" "$go_peer" <<'PY'
 import os, statistics, subprocess, sys, time
-rounds, ours, port, py, script = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+rounds, ours, port, py, script, go_peer = int(sys.argv[1]), *sys.argv[2:]
 cmds = {
     "rust": [ours, "reset", "--job-id", "benchjob", "--endpoint", f"http://127.0.0.1:{port}"],
     "python": [py, script],
+    "go": [go_peer, f"127.0.0.1:{port}", "benchjob"],
 }
 def run(cmd):
     rss_file = os.path.join(os.path.dirname(script), "rss")
@@ -91,11 +108,14 @@ for _ in range(rounds):
     for n, c in cmds.items():
         samples[n].append(run(c))
 med = {n: tuple(statistics.median(x[i] for x in v) for i in range(3)) for n, v in samples.items()}
-print(f"{'':22}{'CPU (user+sys)':>16}{'wall':>10}{'max RSS':>12}")
-for n, label in (("rust", "dts-operator reset"), ("python", "Python SDK")):
+print(f"{'':24}{'CPU (user+sys)':>16}{'wall':>10}{'max RSS':>12}")
+for n, label in (("rust", "dts-operator reset"), ("go", "Go OpenAPI (CallApi)"), ("python", "Python SDK")):
     c, w, r = med[n]
-    print(f"{label:22}{c*1000:13.1f} ms{w*1000:7.0f} ms{r:9.1f} MiB")
-(rc, rw, rr), (pc, pw, pr) = med["rust"], med["python"]
-print(f"{'ratio (SDK / ours)':22}{pc/rc:14.1f}x{pw/rw:9.1f}x{pr/rr:11.1f}x")
-print(f"medians of {rounds} alternating rounds; targets: CPU >= 20x less, peak memory >= 8x less")
+    print(f"{label:24}{c*1000:13.2f} ms{w*1000:7.1f} ms{r:9.1f} MiB")
+rc, rw, rr = med["rust"]
+for n, label in (("go", "ratio (Go / ours)"), ("python", "ratio (Python / ours)")):
+    c, w, r = med[n]
+    print(f"{label:24}{c/rc:14.1f}x{w/rw:9.1f}x{r/rr:11.1f}x")
+print(f"medians of {rounds} alternating rounds; targets: against Go CPU >= 3x less and peak memory"
+      " >= 2x less; against Python CPU >= 20x less, peak memory >= 8x less")
 PY

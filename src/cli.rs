@@ -32,8 +32,10 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The subcommands.
+/// The subcommands. Each one's flags are built only when it runs (`defer`): a cold `reset` does
+/// not construct `run`'s thirty flags (nor read their environment variables) to parse its own.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum Command {
     /// Run the controller: watch DtsJobReset resources and reset their DTS jobs, at most once
     /// per request.
@@ -65,6 +67,12 @@ pub struct RunArgs {
     /// Watch one namespace only (default: all namespaces).
     #[arg(long, env = "DTS_OPERATOR_NAMESPACE", value_name = "NS")]
     pub namespace: Option<String>,
+
+    /// Watch only resources whose labels match this label selector, as `kubectl -l`
+    /// (`shard=a`, `shard in (a,b)`, `!legacy`, …), so several installations — each with its own
+    /// leader-election Lease — split a fleet. Default: every resource.
+    #[arg(long, env = "DTS_OPERATOR_SELECTOR", value_name = "SELECTOR")]
+    pub selector: Option<String>,
 
     /// Region of resources that name none.
     #[arg(
@@ -414,6 +422,7 @@ mod tests {
         assert_eq!(a.verify.verify_interval, Duration::from_secs(10));
         assert_eq!(a.verify.verify_window, Duration::from_secs(300));
         assert_eq!(a.log_format, crate::telemetry::LogFormat::Text);
+        assert_eq!(a.selector, None);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! classification), [`retry`] (the backoff policy and the retry decision), [`crd`] (the
 //! resource), [`controller`] (the reconcile state machine in `controller::decide`, the attempt
 //! pipeline in `controller::attempt`, status in `controller::status`), [`operator`] (the `run`
-//! process), [`kubeapi`] (bounds on API calls), [`lease`] (expiry by local observation), [`leader`], [`ratelimit`], [`metrics`], [`admin`], [`cli`], [`reset`] (the `reset`
+//! process), [`kubeapi`] (bounds on API calls), [`lease`] (expiry by local observation), [`leader`], [`ratelimit`], [`metrics`], [`admin`], [`cli`], [`selector`] (`run --selector`), [`reset`] (the `reset`
 //! command), [`describe`], [`oneshot`] (what both share), [`telemetry`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -24,6 +24,7 @@ pub mod operator;
 pub mod ratelimit;
 pub mod reset;
 pub mod retry;
+pub mod selector;
 pub mod telemetry;
 
 /// Installs rustls' `ring` provider as the process default, once. kube and reqwest both use

@@ -31,6 +31,7 @@ use crate::crd::{DtsJobReset, FIELD_MANAGER};
 use crate::leader::{LeaderConfig, LeaderElector};
 use crate::metrics::Metrics;
 use crate::ratelimit::TokenBucket;
+use crate::selector::LabelSelector;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -183,6 +184,8 @@ impl RunConfig {
             .transpose()
             .map_err(|e| RunError::config("--dts-endpoint", e))?;
         let backoff = args.backoff.policy().map_err(RunError::invalid)?;
+        let selector = LabelSelector::parse(args.selector.as_deref().unwrap_or_default())
+            .map_err(|e| RunError::config("--selector", e))?;
         let verify = args.verify.policy().map_err(RunError::invalid)?;
         let leader = if args.leader_elect {
             let namespace = args
@@ -224,6 +227,11 @@ impl RunConfig {
             warnings.push(
                 "no namespace for the job Leases (no POD_NAMESPACE, no --leader-election-namespace, all namespaces watched): calls for one job are kept apart within this process only".to_string(),
             );
+            if !selector.selects_all() {
+                warnings.push(
+                    "--selector without a namespace for the job Leases: other shards' calls for the same job are not kept apart from this one's".to_string(),
+                );
+            }
         }
         Ok(RunConfig {
             kubeconfig: args.kubeconfig.clone(),
@@ -238,6 +246,7 @@ impl RunConfig {
                 identity: env.identity.clone(),
                 max_clock_skew: args.max_clock_skew,
                 verify,
+                selector,
             },
             client: ClientOptions {
                 timeout: args.dts_timeout,
@@ -256,6 +265,18 @@ impl RunConfig {
             shutdown_timeout: args.shutdown_timeout,
             warnings,
         })
+    }
+}
+
+impl RunConfig {
+    /// The watch of DtsJobReset resources: only this shard's with `--selector`.
+    fn watcher_config(&self) -> watcher::Config {
+        let selector = &self.controller.selector;
+        if selector.selects_all() {
+            watcher::Config::default()
+        } else {
+            watcher::Config::default().labels(&selector.to_string())
+        }
     }
 }
 
@@ -305,6 +326,9 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let config = RunConfig::from_args(&args, &env)?;
     for w in &config.warnings {
         tracing::warn!("{w}");
+    }
+    if !config.controller.selector.selects_all() {
+        tracing::info!(selector = %config.controller.selector, "watching only resources matching --selector");
     }
     let ready = Arc::new(AtomicBool::new(false));
     let ctx = Arc::new(build_context(&config).await?);
@@ -465,7 +489,7 @@ async fn act(
         None => Api::all(ctx.watch_client.clone()),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let ctrl = Controller::new(api, watcher::Config::default())
+    let ctrl = Controller::new(api, config.watcher_config())
         .with_config(ControllerRuntimeConfig::default().concurrency(
             u16::try_from(config.max_concurrent_resets.saturating_mul(4)).unwrap_or(u16::MAX),
         ))
@@ -692,6 +716,39 @@ mod tests {
             c.warnings
         );
         assert_eq!(c.controller.max_clock_skew, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn the_selector_is_validated_and_sent_canonical() {
+        let c = RunConfig::from_args(&args(&[]), &env(Some("ops"))).unwrap();
+        assert!(c.controller.selector.selects_all());
+        assert_eq!(c.watcher_config().label_selector, None);
+        let c = RunConfig::from_args(
+            &args(&["--selector", "shard in (b,a), !legacy"]),
+            &env(Some("ops")),
+        )
+        .unwrap();
+        assert_eq!(
+            c.watcher_config().label_selector.as_deref(),
+            Some("shard in (a,b),!legacy")
+        );
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let e = RunConfig::from_args(&args(&["--selector", "shard=a,"]), &env(Some("ops")))
+            .unwrap_err();
+        assert!(matches!(e, RunError::Config { .. }), "{e}");
+        assert!(
+            e.chain()
+                .starts_with("configuration: --selector: invalid label selector \"shard=a,\""),
+            "{}",
+            e.chain()
+        );
+        // A shard without a namespace for the job Leases is told it does not coordinate.
+        let c = RunConfig::from_args(&args(&["--selector", "shard=a"]), &env(None)).unwrap();
+        assert!(
+            c.warnings.iter().any(|w| w.contains("--selector")),
+            "{:?}",
+            c.warnings
+        );
     }
 
     #[test]

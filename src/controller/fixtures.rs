@@ -263,6 +263,7 @@ pub fn context(client: Client, dts: Arc<dyn DtsApi>) -> Context {
             identity: ME.into(),
             max_clock_skew: Duration::from_secs(30),
             verify: Default::default(),
+            selector: Default::default(),
         },
         dts,
         default_credentials: None,

@@ -49,6 +49,7 @@ use crate::lease::{LeaseClock, Observations};
 use crate::metrics::{Metrics, ResultLabels};
 use crate::ratelimit::TokenBucket;
 use crate::retry::{Backoff, DEFAULT_BACKOFF_LIMIT};
+use crate::selector::LabelSelector;
 
 use attempt::Attempt;
 use decide::{Observed, Step, decide};
@@ -79,6 +80,8 @@ pub struct ControllerConfig {
     pub max_clock_skew: Duration,
     /// `--verify-interval`, `--verify-window`.
     pub verify: VerifyPolicy,
+    /// `--selector`: the resources of this shard (everything by default).
+    pub selector: LabelSelector,
 }
 
 impl ControllerConfig {
@@ -213,6 +216,12 @@ async fn reconcile_inner(obj: &DtsJobReset, ctx: &Context) -> Result<Action, Err
     };
     if let Some(action) = withdraw_own_unsent_claim(ctx, &api, &current).await? {
         return Ok(action);
+    }
+    // The cache holds only this shard's resources, but a fresh copy may have been relabelled
+    // into another shard since: that shard acts on it now.
+    if !ctx.config.selector.matches(current.labels()) {
+        tracing::debug!("no longer matches --selector: left to its new shard");
+        return Ok(Action::await_change());
     }
     let desired = RequestIdentity::of(&current);
     let st = current.status.clone().unwrap_or_default();

@@ -1146,11 +1146,14 @@ async fn chart_values_render_as_documented() {
     let d = render_chart("ops", "ops-system", &["watchNamespace=team-a"]).await;
     assert_rbac_objects(&d, "ops-dts-operator", "ops-system", Some("team-a"));
     let pod = &find(&d, "Deployment", "ops-dts-operator")["spec"]["template"]["spec"];
+    let args = pod["containers"][0]["args"].as_array().unwrap();
+    assert!(args.contains(&json!("--namespace=team-a")));
+    // No selector by default: every resource.
     assert!(
-        pod["containers"][0]["args"]
-            .as_array()
-            .unwrap()
-            .contains(&json!("--namespace=team-a"))
+        !args
+            .iter()
+            .any(|a| a.as_str().is_some_and(|a| a.starts_with("--selector"))),
+        "{args:?}"
     );
 
     // Leader election off: no flag, never two pods at once; the Lease Role stays (the job
@@ -1190,6 +1193,7 @@ async fn chart_values_render_as_documented() {
             "metrics.serviceMonitor.enabled=true",
             "image.repository=registry.example.com/dts-operator",
             "image.tag=1.2.3",
+            "selector=shard=a",
         ],
     )
     .await;
@@ -1206,6 +1210,7 @@ async fn chart_values_render_as_documented() {
         "--dts-adaptive-rate=false",
         "--log-format=text",
         "--ca-bundle=/etc/dts-operator/ca/ca.crt",
+        "--selector=shard=a",
     ] {
         assert!(args.contains(&json!(want)), "{want} missing: {args:?}");
     }

@@ -45,7 +45,7 @@ fi
 "$venv/bin/pip" show alibabacloud-dts20200101 2>/dev/null | grep -E '^(Name|Version)' >&2 || true
 
 log "building the Go peer (darabonba-openapi v2.1.13)"
-go_peer=$(hack/tools/go-openapi-peer/build.sh | tail -n 1)
+go_peer=$(hack/tools/go-openapi-peer/build.sh | tail -n 1)/go-openapi-peer
 
 work=$(mktemp -d)
 sim_pid=""

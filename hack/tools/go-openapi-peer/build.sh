@@ -7,20 +7,18 @@
 # Like hack/tools/toxiproxy/build.sh: the binary is cached outside the repository, keyed by a
 # hash of go.mod, go.sum, main.go, the build recipe below and the Go version:
 #   ${DTS_GO_PEER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dts-operator/go-openapi-peer}/<hash>/bin
-# A second run does nothing. Progress goes to stderr; the last stdout line is the path of the
-# binary. Needs only Go (1.26) and the Go module proxy.
+# A second run only re-links it into <repo>/.local/bin. Progress goes to stderr; the last stdout
+# line is the bin directory in the cache. Needs only Go (1.26) and the Go module proxy.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/../../.." && pwd)
 
 log() { printf 'go-openapi-peer/build: %s\n' "$*" >&2; }
 
-command -v go >/dev/null 2>&1 || { log "error: 'go' not found in PATH (Go 1.26 is needed)"; exit 1; }
-
-# Never fetch another toolchain; modules come through the proxy, checked against go.sum.
-export GOTOOLCHAIN=local
-export CGO_ENABLED=0
-export GOFLAGS="-mod=readonly -buildvcs=false"
+# shellcheck source=../lib/go-tools.sh
+source "$root/hack/lib/go-tools.sh"
+go_tools_env
 
 # Changing anything here changes the binary: bump RECIPE so caches are rebuilt.
 RECIPE=1
@@ -36,39 +34,17 @@ hash=$(
       printf '== %s\n' "$f"
       cat "$here/$f"
     done
-  } | sha256sum | cut -c1-16
+  } | inputs_hash
 )
 cache_root=${DTS_GO_PEER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dts-operator/go-openapi-peer}
-dir=$cache_root/$hash
-bin=$dir/bin/go-openapi-peer
+programs=(go-openapi-peer)
+cache_entry "$cache_root" "$hash"
 
-if [ -f "$dir/complete" ] && [ -x "$bin" ]; then
-  echo "$bin"
-  exit 0
-fi
-
-mkdir -p "$dir"
-# One build at a time per cache entry.
-exec 9>"$dir/lock"
-if ! flock -n 9; then
-  log "another build of $hash is running; waiting for it"
-  flock 9
-fi
-if [ -f "$dir/complete" ] && [ -x "$bin" ]; then
-  echo "$bin"
-  exit 0
-fi
-
-log "building go-openapi-peer into $dir/bin"
-tmp=$(mktemp -d "$dir/bin.tmp.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
+log "building go-openapi-peer into $bin"
+start_build
 (
   cd "$here"
   go build -trimpath -ldflags "$ldflags" -o "$tmp/go-openapi-peer" .
 ) >&2 || { log "error: go build failed"; exit 1; }
 
-rm -rf "$dir/bin"
-mv "$tmp" "$dir/bin"
-trap - EXIT
-date -u +%Y-%m-%dT%H:%M:%SZ >"$dir/complete"
-echo "$bin"
+publish

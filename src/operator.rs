@@ -13,9 +13,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::controller::{Config as ControllerRuntimeConfig, Controller};
-use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
+use kube::runtime::events::Reporter;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use tokio::sync::Semaphore;
 
@@ -33,6 +33,10 @@ use crate::metrics::Metrics;
 use crate::ratelimit::TokenBucket;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Objects per page of the watch's initial list: each page is held whole (as sent, before
+/// stripping) while its objects are cached.
+const LIST_PAGE_SIZE: u32 = 100;
 
 /// A job Lease lasts a claim's validity and this much more: the claim is written after it.
 const JOB_LEASE_EXTRA: Duration = Duration::from_secs(5);
@@ -357,7 +361,7 @@ async fn build_context(config: &RunConfig) -> Result<Context, RunError> {
         config: config.controller.clone(),
         dts: Arc::new(dts),
         default_credentials,
-        recorder: Recorder::new(client, reporter),
+        recorder: controller::events::Publisher::new(client, reporter),
         metrics: Arc::new(Metrics::new()),
         bucket: TokenBucket::new(config.dts_qps, config.dts_burst),
         read_bucket: TokenBucket::new(config.dts_read_qps, config.dts_read_burst),
@@ -452,7 +456,14 @@ async fn act(
         None => Api::all(ctx.watch_client.clone()),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let ctrl = Controller::new(api, watcher::Config::default())
+    // The cache keeps only what the controller reads (controller::cache), stripped from each
+    // object as it arrives; the initial list comes in pages, so it is never held whole.
+    let (store, writer) = reflector::store();
+    let watch = watcher(api, watcher::Config::default().page_size(LIST_PAGE_SIZE))
+        .modify(controller::cache::keep_read_fields)
+        .reflect(writer)
+        .applied_objects();
+    let ctrl = Controller::for_stream(watch, store)
         .with_config(ControllerRuntimeConfig::default().concurrency(
             u16::try_from(config.max_concurrent_resets.saturating_mul(4)).unwrap_or(u16::MAX),
         ))

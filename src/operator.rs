@@ -13,9 +13,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::controller::{Config as ControllerRuntimeConfig, Controller};
-use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
+use kube::runtime::events::Reporter;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use tokio::sync::Semaphore;
 
@@ -34,6 +34,10 @@ use crate::ratelimit::TokenBucket;
 use crate::selector::LabelSelector;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Objects per page of the watch's initial list: each page is held whole (as sent, before
+/// stripping) while its objects are cached.
+const LIST_PAGE_SIZE: u32 = 100;
 
 /// A job Lease lasts a claim's validity and this much more: the claim is written after it.
 const JOB_LEASE_EXTRA: Duration = Duration::from_secs(5);
@@ -272,10 +276,11 @@ impl RunConfig {
     /// The watch of DtsJobReset resources: only this shard's with `--selector`.
     fn watcher_config(&self) -> watcher::Config {
         let selector = &self.controller.selector;
+        let config = watcher::Config::default().page_size(LIST_PAGE_SIZE);
         if selector.selects_all() {
-            watcher::Config::default()
+            config
         } else {
-            watcher::Config::default().labels(&selector.to_string())
+            config.labels(&selector.to_string())
         }
     }
 }
@@ -385,7 +390,7 @@ async fn build_context(config: &RunConfig) -> Result<Context, RunError> {
         config: config.controller.clone(),
         dts: Arc::new(dts),
         default_credentials,
-        recorder: Recorder::new(client, reporter),
+        recorder: controller::events::Publisher::new(client, reporter),
         bucket: reset_bucket(config).with_gauge(metrics.dts_rate_limit.clone()),
         metrics,
         read_bucket: TokenBucket::new(config.dts_read_qps, config.dts_read_burst),
@@ -489,7 +494,14 @@ async fn act(
         None => Api::all(ctx.watch_client.clone()),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let ctrl = Controller::new(api, config.watcher_config())
+    // The cache keeps only what the controller reads (controller::cache), stripped from each
+    // object as it arrives; the initial list comes in pages, so it is never held whole.
+    let (store, writer) = reflector::store();
+    let watch = watcher(api, config.watcher_config())
+        .modify(controller::cache::keep_read_fields)
+        .reflect(writer)
+        .applied_objects();
+    let ctrl = Controller::for_stream(watch, store)
         .with_config(ControllerRuntimeConfig::default().concurrency(
             u16::try_from(config.max_concurrent_resets.saturating_mul(4)).unwrap_or(u16::MAX),
         ))

@@ -1,8 +1,8 @@
 //! Events (`events.k8s.io/v1`) and the outcome metrics of an answered attempt: what is published
 //! after the status says it. Publishing never fails a reconcile: a lost event is logged.
 
-use kube::Resource;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource};
 
 use crate::aliyun::dts::ACTION;
 use crate::aliyun::error::{AttemptOutcome, classify, metric_code};
@@ -10,9 +10,34 @@ use crate::crd::{DtsJobReset, DtsJobResetStatus, VerificationState, condition, e
 use crate::metrics::{ActionLabels, Metrics, ReasonLabels, RequestLabels};
 use crate::retry::{Final, NextStep};
 
+/// Publishes events as this controller instance, each a new Event.
+///
+/// kube-runtime's `Recorder` keeps every Event it sent for six minutes, to patch a repeat (same
+/// reason, note and object reference) into a series; that cache grows with the number of
+/// requests finished in those minutes (about 2 KiB per Event, two Events per request). Our Events
+/// never repeat that way: their object reference carries the `resourceVersion` of the status
+/// they describe, which each status write changes. So every Event goes through a Recorder of its
+/// own, created and dropped with it, and nothing is kept between Events.
+#[derive(Clone)]
+pub struct Publisher {
+    client: Client,
+    reporter: Reporter,
+}
+
+impl Publisher {
+    /// Events reported as `reporter`, through `client`.
+    pub fn new(client: Client, reporter: Reporter) -> Publisher {
+        Publisher { client, reporter }
+    }
+
+    fn recorder(&self) -> Recorder {
+        Recorder::new(self.client.clone(), self.reporter.clone())
+    }
+}
+
 /// Publishes one event about `obj`.
 pub async fn publish(
-    recorder: &Recorder,
+    publisher: &Publisher,
     obj: &DtsJobReset,
     type_: EventType,
     reason: &str,
@@ -25,6 +50,7 @@ pub async fn publish(
         action: "Reset".to_string(),
         secondary: None,
     };
+    let recorder = publisher.recorder();
     if let Err(e) = crate::kubeapi::bounded(recorder.publish(&ev, &obj.object_ref(&()))).await {
         tracing::warn!(error = %e, reason, "could not publish event");
     }
@@ -58,7 +84,7 @@ pub fn count_call(metrics: &Metrics, outcome: &AttemptOutcome, elapsed: std::tim
 /// The event for an answered attempt, as recorded in `obj`'s status (the message of the
 /// condition the answer set), and the retry counter for a scheduled retry.
 pub async fn publish_outcome(
-    recorder: &Recorder,
+    publisher: &Publisher,
     metrics: &Metrics,
     obj: &DtsJobReset,
     outcome: &AttemptOutcome,
@@ -93,7 +119,8 @@ pub async fn publish_outcome(
                 .retries
                 .get_or_create(&ReasonLabels { reason: r.as_str() })
                 .inc();
-            // Repeats are folded into one Event (first note kept): no attempt number or time.
+            // One note for every retry of a request (status.attempts counts them): no attempt
+            // number or time.
             (
                 EventType::Warning,
                 event_reason::RESET_RETRYING,
@@ -117,5 +144,5 @@ pub async fn publish_outcome(
             )
         }
     };
-    publish(recorder, obj, type_, reason, note).await;
+    publish(publisher, obj, type_, reason, note).await;
 }

@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use http::{Method, Request, Response};
 use kube::Client;
 use kube::client::Body;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
@@ -267,7 +267,7 @@ pub fn context(client: Client, dts: Arc<dyn DtsApi>) -> Context {
         },
         dts,
         default_credentials: None,
-        recorder: Recorder::new(
+        recorder: super::events::Publisher::new(
             client.clone(),
             Reporter {
                 controller: "dts-operator".into(),

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams, Preconditions};
 use kube::{Client, ResourceExt};
 use sha2::Digest as _;
@@ -90,9 +90,44 @@ impl JobLeases {
     }
 
     /// Takes the job for the resource `resource` (`namespace/name`), or says who has it.
+    ///
+    /// Usually no Lease exists (it is deleted after each answer), so the first request creates
+    /// it; creation is atomic, and a Lease that exists already (409) is read and decided on as
+    /// below. Either way the Lease is ours from before the first request was sent.
     pub async fn acquire(&self, key: &JobKey, resource: &str) -> Result<Acquired, kube::Error> {
         let name = lease_name(key);
         let sent_at = Instant::now();
+        let LeaseStep::Create(spec) = next_lease(
+            None,
+            &self.identity,
+            self.duration,
+            Duration::ZERO,
+            Timestamp::now(),
+        ) else {
+            unreachable!("no Lease: a create")
+        };
+        match bounded(
+            self.api
+                .create(&params(), &self.new_lease(&name, key, resource, spec)),
+        )
+        .await
+        {
+            Ok(stored) => return Ok(self.held(name, &stored, sent_at)),
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(e),
+        }
+        self.acquire_existing(key, resource, name, sent_at).await
+    }
+
+    /// [`acquire`](Self::acquire) when a Lease existed: held by another process (until it
+    /// expires on this process's watch), or taken over with a conditional write.
+    async fn acquire_existing(
+        &self,
+        key: &JobKey,
+        resource: &str,
+        name: String,
+        sent_at: Instant,
+    ) -> Result<Acquired, kube::Error> {
         let existing = bounded(self.api.get_opt(&name)).await?;
         let current = existing
             .as_ref()
@@ -108,45 +143,52 @@ impl JobLeases {
             observed_for,
             Timestamp::now(),
         );
-        let mut annotations = BTreeMap::new();
-        annotations.insert(REGION_ANNOTATION.to_string(), key.0.clone());
-        annotations.insert(JOB_ANNOTATION.to_string(), key.1.clone());
-        annotations.insert(RESOURCE_ANNOTATION.to_string(), resource.to_string());
         let written = match step {
             LeaseStep::HeldBy(holder) => {
                 return Ok(Acquired::Busy(holder_resource.unwrap_or(holder)));
             }
             LeaseStep::Create(spec) => {
-                let lease = Lease {
-                    metadata: ObjectMeta {
-                        name: Some(name.clone()),
-                        labels: Some([(JOB_LEASE_LABEL.to_string(), "true".to_string())].into()),
-                        annotations: Some(annotations),
-                        ..Default::default()
-                    },
-                    spec: Some(spec),
-                };
-                bounded(self.api.create(&params(), &lease)).await
+                bounded(
+                    self.api
+                        .create(&params(), &self.new_lease(&name, key, resource, spec)),
+                )
+                .await
             }
             LeaseStep::Write(spec) => {
                 let mut lease = existing.expect("a write follows a read lease");
-                lease.metadata.annotations = Some(annotations);
+                lease.metadata.annotations = Some(annotations(key, resource));
                 lease.spec = Some(spec);
                 bounded(self.api.replace(&name, &params(), &lease)).await
             }
         };
         match written {
-            Ok(stored) => Ok(Acquired::Held(HeldJob {
-                name,
-                resource_version: stored.resource_version(),
-                sent_at,
-                duration: self.duration,
-            })),
+            Ok(stored) => Ok(self.held(name, &stored, sent_at)),
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(Acquired::Busy(
                 holder_resource.unwrap_or_else(|| "another replica".to_string()),
             )),
             Err(e) => Err(e),
         }
+    }
+
+    fn new_lease(&self, name: &str, key: &JobKey, resource: &str, spec: LeaseSpec) -> Lease {
+        Lease {
+            metadata: ObjectMeta {
+                name: Some(name.to_string()),
+                labels: Some([(JOB_LEASE_LABEL.to_string(), "true".to_string())].into()),
+                annotations: Some(annotations(key, resource)),
+                ..Default::default()
+            },
+            spec: Some(spec),
+        }
+    }
+
+    fn held(&self, name: String, stored: &Lease, sent_at: Instant) -> Acquired {
+        Acquired::Held(HeldJob {
+            name,
+            resource_version: stored.resource_version(),
+            sent_at,
+            duration: self.duration,
+        })
     }
 
     /// Gives the job back: deletes the Lease if it is still the one this process wrote. A
@@ -168,6 +210,17 @@ impl JobLeases {
             }
         }
     }
+}
+
+/// What a job Lease says about itself: the region, the job, and the resource whose call it
+/// covers.
+fn annotations(key: &JobKey, resource: &str) -> BTreeMap<String, String> {
+    [
+        (REGION_ANNOTATION.to_string(), key.0.clone()),
+        (JOB_ANNOTATION.to_string(), key.1.clone()),
+        (RESOURCE_ANNOTATION.to_string(), resource.to_string()),
+    ]
+    .into()
 }
 
 #[cfg(test)]

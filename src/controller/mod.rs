@@ -11,9 +11,11 @@
 //!
 //! Layout: [`decide`] (pure: status + time → step), [`status`] (pure builders and the one write),
 //! [`resolve`] (endpoint and credentials of an attempt), [`exclusion`] (one call per job),
-//! [`attempt`] (the pipeline), [`events`] (what is published after status says it).
+//! [`attempt`] (the pipeline), [`events`] (what is published after status says it), [`cache`]
+//! (what the watch cache keeps of each resource).
 
 pub mod attempt;
+pub mod cache;
 pub mod decide;
 pub mod events;
 pub mod exclusion;
@@ -33,7 +35,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Preconditions};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{EventType, Recorder};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 use tokio::sync::Semaphore;
@@ -103,8 +105,8 @@ pub struct Context {
     pub dts: Arc<dyn DtsApi>,
     /// The controller's own credentials (environment or RRSA), if any.
     pub default_credentials: Option<CredentialsProvider>,
-    /// Event recorder.
-    pub recorder: Recorder,
+    /// Publishes events.
+    pub recorder: events::Publisher,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// `--dts-qps` / `--dts-burst`: resets.

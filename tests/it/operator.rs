@@ -152,13 +152,27 @@ async fn throttled_twice_then_success_and_service_unavailable() {
     // attempts are not all at once).
     assert!(calls[2].received_at > calls[0].received_at);
     assert_eq!(sim.executed_calls("job-u").len(), 2);
-    let evs = wait_event(&client, &ns, "t", "ResetRetrying", T).await;
+    wait_event(&client, &ns, "t", "ResetSucceeded", T).await;
+    // Each retry is its own Event (the operator keeps no Events to patch into a series): one per
+    // throttled answer, each observed once.
+    let retrying: Vec<_> =
+        Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), &ns)
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("t")
+                    && e.reason.as_deref() == Some("ResetRetrying")
+            })
+            .collect();
+    assert_eq!(retrying.len(), 2, "{retrying:?}");
     assert!(
-        evs.iter()
-            .filter(|(t, r, _)| t == "Warning" && r == "ResetRetrying")
-            .count()
-            >= 1,
-        "{evs:?}"
+        retrying
+            .iter()
+            .all(|e| e.series.is_none() && e.type_.as_deref() == Some("Warning")),
+        "{retrying:?}"
     );
     op.wait_metrics(
         &[

@@ -26,26 +26,18 @@ use std::net::TcpListener;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use dts_operator::crd::{DtsJobReset, DtsJobResetSpec, Phase};
+use dts_operator::crd::{DtsJobReset, Phase};
 use dts_simulator::{DTS_ACTION, RateLimit, Simulator};
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
-use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+mod common;
+use common::{namespace_with_secret, spec};
 
 /// Calls before this long after the first one are the start, not the steady state.
 const WARM_UP: Duration = Duration::from_secs(10);
-
-fn spec(job: &str) -> DtsJobResetSpec {
-    serde_json::from_value(serde_json::json!({
-        "dtsJobId": job,
-        "regionId": "cn-hangzhou",
-        "credentials": {"secretRef": {"name": "creds"}}
-    }))
-    .unwrap()
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -68,50 +60,6 @@ async fn permitted_rate(port: u16) -> Option<f64> {
     body.lines()
         .find_map(|l| l.strip_prefix("dts_operator_dts_rate_limit "))
         .and_then(|v| v.trim().parse().ok())
-}
-
-async fn namespace_with_secret(client: &Client) -> String {
-    let ns = format!(
-        "bench-ar-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &Namespace {
-                metadata: ObjectMeta {
-                    name: Some(ns.clone()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    Api::<Secret>::namespaced(client.clone(), &ns)
-        .create(
-            &PostParams::default(),
-            &Secret {
-                metadata: ObjectMeta {
-                    name: Some("creds".into()),
-                    ..Default::default()
-                },
-                data: Some(
-                    [
-                        ("accessKeyId".to_string(), ByteString(b"benchid".to_vec())),
-                        (
-                            "accessKeySecret".to_string(),
-                            ByteString(b"benchsecret".to_vec()),
-                        ),
-                    ]
-                    .into(),
-                ),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    ns
 }
 
 /// What one run measured.
@@ -140,7 +88,7 @@ async fn run(
     qps: &str,
     adaptive: bool,
 ) -> Run {
-    let ns = namespace_with_secret(client).await;
+    let ns = namespace_with_secret(client, "bench-ar").await;
     let sim = Simulator::start().await;
     sim.add_access_key("benchid", "benchsecret");
     sim.set_rate_limit(Some(RateLimit::per_second(server_rate)));

@@ -22,16 +22,17 @@ use std::collections::{BTreeMap, HashSet};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use dts_operator::crd::{DtsJobReset, DtsJobResetSpec, Phase};
+use dts_operator::crd::{DtsJobReset, Phase};
 use dts_simulator::Simulator;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event as WatchEvent};
 use kube::{Client, ResourceExt};
 use tokio::sync::mpsc;
+
+mod common;
+use common::{namespace_with_secret, spec};
 
 /// Concurrent creates of the fleet ("at once", bounded so the client does not open thousands of
 /// streams).
@@ -50,15 +51,6 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-fn spec(job: &str) -> DtsJobResetSpec {
-    serde_json::from_value(serde_json::json!({
-        "dtsJobId": job,
-        "regionId": "cn-hangzhou",
-        "credentials": {"secretRef": {"name": "creds"}}
-    }))
-    .unwrap()
 }
 
 /// A running `dts-operator run`, its admin port, and its memory as `/proc` shows it.
@@ -225,45 +217,9 @@ async fn setup(client: &Client) -> (String, Simulator) {
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let ns = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &Namespace {
-                metadata: ObjectMeta {
-                    name: Some(ns.clone()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let ns = namespace_with_secret(client, "bench").await;
     let sim = Simulator::start().await;
     sim.add_access_key("benchid", "benchsecret");
-    Api::<Secret>::namespaced(client.clone(), &ns)
-        .create(
-            &PostParams::default(),
-            &Secret {
-                metadata: ObjectMeta {
-                    name: Some("creds".into()),
-                    ..Default::default()
-                },
-                data: Some(
-                    [
-                        ("accessKeyId".to_string(), ByteString(b"benchid".to_vec())),
-                        (
-                            "accessKeySecret".to_string(),
-                            ByteString(b"benchsecret".to_vec()),
-                        ),
-                    ]
-                    .into(),
-                ),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
     (ns, sim)
 }
 

@@ -49,6 +49,10 @@ ready_timeout=${DTS_NODE_READY_TIMEOUT:-120}
 
 node_name=dts-local-node
 bridge=dts-br0
+# The bridge's own MAC, fixed (locally administered). A bridge whose address was never set takes
+# the lowest MAC among its ports and changes it when that port goes — a Pod deleted — so every
+# other Pod's ARP entry for the node IP goes stale and Pod <-> host traffic stops for a while.
+bridge_mac=02:64:74:73:00:01
 node_ip=10.88.0.1
 pod_cidr=10.88.0.0/24
 service_cidr=10.0.0.0/24
@@ -420,6 +424,9 @@ network_up() {
   local ap
   ap=$(cat "$cluster/apiserver.port")
   ip link add "$bridge" type bridge
+  ip link set "$bridge" address "$bridge_mac"
+  # 3 = NET_ADDR_SET: the kernel no longer derives the address from the ports.
+  [ "$(cat "/sys/class/net/$bridge/addr_assign_type")" = 3 ] || die "the bridge's MAC is not pinned"
   ip addr add "$node_ip/24" dev "$bridge"
   ip link set "$bridge" up
   # DNAT to 127.0.0.1 for packets that arrive on the bridge (this interface only).

@@ -171,16 +171,7 @@ impl RunConfig {
     /// The settings from the flags. Pure; every configuration error is found here.
     pub fn from_args(args: &RunArgs, env: &Environment) -> Result<RunConfig, RunError> {
         let mut warnings = Vec::new();
-        let default_scope = match (&args.default_credentials_namespaces, &env.own_namespace) {
-            (Some(list), _) => DefaultCredentialsScope::parse(list),
-            (None, Some(ns)) => DefaultCredentialsScope::Namespaces(vec![ns.clone()]),
-            (None, None) => {
-                warnings.push(
-                    "the operator's namespace is unknown (no POD_NAMESPACE, no service-account namespace file): no namespace may use its default credentials; set --default-credentials-namespaces".to_string(),
-                );
-                DefaultCredentialsScope::Namespaces(Vec::new())
-            }
-        };
+        let default_scope = default_scope(args, env, &mut warnings);
         let dts_endpoint = args
             .dts_endpoint
             .as_deref()
@@ -191,52 +182,8 @@ impl RunConfig {
         let selector = LabelSelector::parse(args.selector.as_deref().unwrap_or_default())
             .map_err(|e| RunError::config("--selector", e))?;
         let verify = args.verify.policy().map_err(RunError::invalid)?;
-        let leader = if args.leader_elect {
-            let namespace = args
-                .leader_election_namespace
-                .clone()
-                .or(env.own_namespace.clone())
-                .ok_or_else(|| {
-                    RunError::invalid(
-                        "--leader-elect needs --leader-election-namespace (the operator's namespace is unknown)",
-                    )
-                })?;
-            let leader = LeaderConfig {
-                namespace,
-                name: args.leader_election_lease_name.clone(),
-                identity: env.identity.clone(),
-                lease_duration: args.leader_election_lease_duration,
-            };
-            // The leader sends only while its own view of the lease outlasts the attempt, and
-            // that view is renewed every retry period: a shorter lease would never send.
-            let needed =
-                args.dts_timeout + crate::controller::attempt::FENCE_MARGIN + leader.retry_period();
-            if leader.lease_duration < needed {
-                return Err(RunError::invalid(format!(
-                    "--leader-election-lease-duration ({:?}) must be at least --dts-timeout plus {:?} ({needed:?}): the leader sends only while its lease outlasts the call",
-                    leader.lease_duration,
-                    needed.saturating_sub(args.dts_timeout)
-                )));
-            }
-            Some(leader)
-        } else {
-            None
-        };
-        let job_lease_namespace = args
-            .leader_election_namespace
-            .clone()
-            .or(env.own_namespace.clone())
-            .or(args.namespace.clone());
-        if job_lease_namespace.is_none() {
-            warnings.push(
-                "no namespace for the job Leases (no POD_NAMESPACE, no --leader-election-namespace, all namespaces watched): calls for one job are kept apart within this process only".to_string(),
-            );
-            if !selector.selects_all() {
-                warnings.push(
-                    "--selector without a namespace for the job Leases: other shards' calls for the same job are not kept apart from this one's".to_string(),
-                );
-            }
-        }
+        let leader = leader_config(args, env)?;
+        let job_lease_namespace = job_lease_namespace(args, env, &selector, &mut warnings);
         Ok(RunConfig {
             kubeconfig: args.kubeconfig.clone(),
             watch_namespace: args.namespace.clone(),
@@ -270,6 +217,84 @@ impl RunConfig {
             warnings,
         })
     }
+}
+
+/// Who may use the operator's own credentials: the flag, else the operator's namespace (a
+/// warning when that is unknown too).
+fn default_scope(
+    args: &RunArgs,
+    env: &Environment,
+    warnings: &mut Vec<String>,
+) -> DefaultCredentialsScope {
+    match (&args.default_credentials_namespaces, &env.own_namespace) {
+        (Some(list), _) => DefaultCredentialsScope::parse(list),
+        (None, Some(ns)) => DefaultCredentialsScope::Namespaces(vec![ns.clone()]),
+        (None, None) => {
+            warnings.push(
+                "the operator's namespace is unknown (no POD_NAMESPACE, no service-account namespace file): no namespace may use its default credentials; set --default-credentials-namespaces".to_string(),
+            );
+            DefaultCredentialsScope::Namespaces(Vec::new())
+        }
+    }
+}
+
+/// Leader election with `--leader-elect`: its Lease, and a duration the attempt fits in.
+fn leader_config(args: &RunArgs, env: &Environment) -> Result<Option<LeaderConfig>, RunError> {
+    if !args.leader_elect {
+        return Ok(None);
+    }
+    let namespace = args
+        .leader_election_namespace
+        .clone()
+        .or(env.own_namespace.clone())
+        .ok_or_else(|| {
+            RunError::invalid(
+                "--leader-elect needs --leader-election-namespace (the operator's namespace is unknown)",
+            )
+        })?;
+    let leader = LeaderConfig {
+        namespace,
+        name: args.leader_election_lease_name.clone(),
+        identity: env.identity.clone(),
+        lease_duration: args.leader_election_lease_duration,
+    };
+    // The leader sends only while its own view of the lease outlasts the attempt, and
+    // that view is renewed every retry period: a shorter lease would never send.
+    let needed =
+        args.dts_timeout + crate::controller::attempt::FENCE_MARGIN + leader.retry_period();
+    if leader.lease_duration < needed {
+        return Err(RunError::invalid(format!(
+            "--leader-election-lease-duration ({:?}) must be at least --dts-timeout plus {:?} ({needed:?}): the leader sends only while its lease outlasts the call",
+            leader.lease_duration,
+            needed.saturating_sub(args.dts_timeout)
+        )));
+    }
+    Ok(Some(leader))
+}
+
+/// Where the per-job Leases live (warnings when nowhere: exclusion is then per process only).
+fn job_lease_namespace(
+    args: &RunArgs,
+    env: &Environment,
+    selector: &LabelSelector,
+    warnings: &mut Vec<String>,
+) -> Option<String> {
+    let namespace = args
+        .leader_election_namespace
+        .clone()
+        .or(env.own_namespace.clone())
+        .or(args.namespace.clone());
+    if namespace.is_none() {
+        warnings.push(
+            "no namespace for the job Leases (no POD_NAMESPACE, no --leader-election-namespace, all namespaces watched): calls for one job are kept apart within this process only".to_string(),
+        );
+        if !selector.selects_all() {
+            warnings.push(
+                "--selector without a namespace for the job Leases: other shards' calls for the same job are not kept apart from this one's".to_string(),
+            );
+        }
+    }
+    namespace
 }
 
 impl RunConfig {

@@ -28,13 +28,12 @@ use std::time::{Duration, Instant};
 
 use dts_operator::crd::{DtsJobReset, Phase};
 use dts_simulator::{DTS_ACTION, RateLimit, Simulator};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, PostParams};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod common;
-use common::{namespace_with_secret, spec};
+use common::{install_crd, namespace_with_secret, spec};
 
 /// Calls before this long after the first one are the start, not the steady state.
 const WARM_UP: Duration = Duration::from_secs(10);
@@ -271,15 +270,7 @@ async fn main() {
     let qps: String = args.get(4).cloned().unwrap_or_else(|| "50".into());
     dts_operator::install_crypto_provider();
     let client = Client::try_default().await.expect("KUBECONFIG");
-    Api::<CustomResourceDefinition>::all(client.clone())
-        .patch(
-            "dtsjobresets.dtsops.io",
-            &PatchParams::apply("bench").force(),
-            &Patch::Apply(dts_operator::crd::crd()),
-        )
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    install_crd(&client).await;
     println!("dts-operator adaptive rate benchmark ({bin})");
     for adaptive in [true, false] {
         let r = run(&bin, &client, n, server_rate, &qps, adaptive).await;

@@ -25,14 +25,13 @@ use std::time::{Duration, Instant};
 use dts_operator::crd::{DtsJobReset, Phase};
 use dts_simulator::Simulator;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use kube::runtime::watcher::{self, Event as WatchEvent};
 use kube::{Client, ResourceExt};
 use tokio::sync::mpsc;
 
 mod common;
-use common::{namespace_with_secret, spec};
+use common::{install_crd, namespace_with_secret, spec};
 
 /// Concurrent creates of the fleet ("at once", bounded so the client does not open thousands of
 /// streams).
@@ -208,15 +207,7 @@ async fn create(api: &Api<DtsJobReset>, name: &str, job: &str) {
 }
 
 async fn setup(client: &Client) -> (String, Simulator) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.patch(
-        "dtsjobresets.dtsops.io",
-        &PatchParams::apply("bench").force(),
-        &Patch::Apply(dts_operator::crd::crd()),
-    )
-    .await
-    .unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    install_crd(client).await;
     let ns = namespace_with_secret(client, "bench").await;
     let sim = Simulator::start().await;
     sim.add_access_key("benchid", "benchsecret");

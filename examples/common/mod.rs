@@ -1,11 +1,25 @@
-//! What the benchmark examples share: the resource they create and a namespace holding the
-//! credentials Secret the simulator accepts (`benchid` / `benchsecret`).
+//! What the benchmark examples share: the CRD installed, the resource they create, and a
+//! namespace holding the credentials Secret the simulator accepts (`benchid` / `benchsecret`).
 
 use dts_operator::crd::DtsJobResetSpec;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+
+/// Applies the operator's CRD (server-side) and gives the API server a moment to serve it.
+pub async fn install_crd(client: &Client) {
+    Api::<CustomResourceDefinition>::all(client.clone())
+        .patch(
+            "dtsjobresets.dtsops.io",
+            &PatchParams::apply("bench").force(),
+            &Patch::Apply(dts_operator::crd::crd()),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+}
 
 /// A request for `job`, with the Secret `creds`.
 pub fn spec(job: &str) -> DtsJobResetSpec {
